@@ -1,0 +1,155 @@
+// Turns schema-valid YAML data (snake_case) into the camelCase Config: cross-field checks
+// the schema cannot express, defaults, and paths resolved against the config file.
+import path from 'node:path';
+import type { Config, ListenerConfig, SecretRef, TargetConfig } from './types.js';
+import { fieldPath, type Locator, type PathSegment } from './locate.js';
+import type { SchemaProblem } from './schema.js';
+
+// The file shape as the schema admits it. Only trusted after validateSchema() returned no problems.
+interface RawListener {
+  name?: string;
+  engine?: 'postgres';
+  host?: string;
+  port?: number;
+  tls?: { cert: string; key: string };
+  require_tls?: boolean;
+}
+
+interface RawTarget {
+  name: string;
+  engine?: 'postgres';
+  host: string;
+  port?: number;
+  database?: string;
+  user: string;
+  password?: { env?: string; file?: string };
+  tls?: { mode?: TargetConfig['tls']['mode']; ca?: string };
+  environment?: string;
+  labels?: Record<string, string>;
+  connect_timeout_ms?: number;
+}
+
+export interface RawConfig {
+  listeners: RawListener[];
+  targets: RawTarget[];
+  audit?: { file?: { path?: string; fsync?: 'none' | 'batch' } };
+  admin?: { host?: string; port?: number | null };
+  limits?: { max_message_bytes?: number; max_startup_bytes?: number; startup_timeout_ms?: number };
+  log?: { level?: Config['log']['level'] };
+  shutdown?: { drain_timeout_ms?: number };
+}
+
+export const DEFAULT_LISTENER_NAME = 'postgres';
+
+function entries(data: unknown, key: string): Record<string, unknown>[] {
+  const list = (data as Record<string, unknown> | null)?.[key];
+  if (!Array.isArray(list)) return [];
+  return list.map((item) => (item !== null && typeof item === 'object' ? (item as Record<string, unknown>) : {}));
+}
+
+/** Checks the schema cannot express (uniqueness, field combinations); tolerant of schema-invalid data. */
+export function crossFieldProblems(data: unknown, locate: Locator): SchemaProblem[] {
+  const problems: SchemaProblem[] = [];
+  const report = (at: PathSegment[], message: string): void => {
+    problems.push({ ...locate.value(at), field: fieldPath(at), message });
+  };
+
+  const listenerNames = new Map<string, number>();
+  const addresses = new Map<string, number>();
+  entries(data, 'listeners').forEach((l, i) => {
+    const name = l.name === undefined ? DEFAULT_LISTENER_NAME : l.name;
+    if (typeof name === 'string') {
+      const first = listenerNames.get(name);
+      // Two unnamed listeners collide on the default name; say so, or the message is baffling.
+      const hint = l.name === undefined ? `; names default to "${DEFAULT_LISTENER_NAME}", so give each listener a name` : '';
+      if (first === undefined) listenerNames.set(name, i);
+      else report(l.name === undefined ? ['listeners', i] : ['listeners', i, 'name'], `duplicate listener name "${name}" (already used by listeners[${first}])${hint}`);
+    }
+
+    const host = l.host === undefined ? '127.0.0.1' : l.host;
+    const port = l.port === undefined ? 6432 : l.port;
+    // Port 0 asks the OS for a fresh port each time, so it never collides.
+    if (typeof host === 'string' && typeof port === 'number' && port !== 0) {
+      const addr = `${host}:${port}`;
+      const taken = addresses.get(addr);
+      if (taken === undefined) addresses.set(addr, i);
+      else report(['listeners', i, l.port === undefined ? 'host' : 'port'], `${addr} is already used by listeners[${taken}]`);
+    }
+
+    // Without a certificate no client could ever satisfy require_tls, so the listener would be useless.
+    if (l.require_tls === true && l.tls === undefined) report(['listeners', i, 'require_tls'], 'is true but this listener has no tls (cert and key)');
+  });
+
+  const targetNames = new Map<string, number>();
+  entries(data, 'targets').forEach((t, i) => {
+    if (typeof t.name !== 'string') return;
+    const first = targetNames.get(t.name);
+    if (first !== undefined) report(['targets', i, 'name'], `duplicate target name "${t.name}" (already used by targets[${first}])`);
+    else targetNames.set(t.name, i);
+  });
+  return problems;
+}
+
+/** Apply defaults and resolve relative paths against `dir`; `raw` must already be schema-valid. */
+export function buildConfig(raw: RawConfig, source: string): Config {
+  const dir = path.dirname(source);
+  const rel = (p: string): string => path.resolve(dir, p);
+
+  const listeners = raw.listeners.map((l): ListenerConfig => {
+    const out: ListenerConfig = {
+      name: l.name ?? DEFAULT_LISTENER_NAME,
+      engine: 'postgres',
+      host: l.host ?? '127.0.0.1',
+      port: l.port ?? 6432,
+      requireTls: l.require_tls ?? l.tls !== undefined,
+    };
+    if (l.tls) out.tls = { cert: rel(l.tls.cert), key: rel(l.tls.key) };
+    return out;
+  });
+
+  const targets = raw.targets.map((t): TargetConfig => {
+    const tls: TargetConfig['tls'] = { mode: t.tls?.mode ?? 'prefer' };
+    if (t.tls?.ca !== undefined) tls.ca = rel(t.tls.ca);
+    return {
+      name: t.name,
+      engine: 'postgres',
+      host: t.host,
+      port: t.port ?? 5432,
+      database: t.database ?? t.name,
+      user: t.user,
+      password: secretRef(t.password, rel),
+      tls,
+      environment: t.environment ?? 'default',
+      labels: { ...(t.labels ?? {}) },
+      connectTimeoutMs: t.connect_timeout_ms ?? 5000,
+    };
+  });
+
+  return {
+    source,
+    listeners,
+    targets,
+    audit: {
+      file: {
+        path: rel(raw.audit?.file?.path ?? 'audit/dbward.jsonl'),
+        fsync: raw.audit?.file?.fsync ?? 'none',
+      },
+    },
+    // `port: null` must survive as null (admin disabled), so only a missing key gets the default.
+    admin: { host: raw.admin?.host ?? '127.0.0.1', port: raw.admin?.port === undefined ? 6480 : raw.admin.port },
+    limits: {
+      maxMessageBytes: raw.limits?.max_message_bytes ?? 134_217_728,
+      maxStartupBytes: raw.limits?.max_startup_bytes ?? 10_000,
+      startupTimeoutMs: raw.limits?.startup_timeout_ms ?? 10_000,
+    },
+    log: { level: raw.log?.level ?? 'info' },
+    shutdown: { drainTimeoutMs: raw.shutdown?.drain_timeout_ms ?? 30_000 },
+  };
+}
+
+function secretRef(p: RawTarget['password'], rel: (p: string) => string): SecretRef {
+  if (p?.env !== undefined) return { env: p.env };
+  // Secret files follow the same rule as every other path in the file: relative to the config.
+  if (p?.file !== undefined) return { file: rel(p.file) };
+  return { none: true };
+}

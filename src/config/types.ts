@@ -1,0 +1,85 @@
+// The validated, defaults-applied shape of dbward.yaml. The JSON Schema in
+// schemas/dbward.config.schema.json is the source of truth for the file format;
+// loadConfig() turns a file into this type.
+
+/** TLS material for a listener (server side). Paths are resolved relative to the config file. */
+export interface ServerTlsConfig {
+  cert: string;
+  key: string;
+}
+
+/** One port dbward listens on for database clients. */
+export interface ListenerConfig {
+  name: string;
+  engine: 'postgres';
+  host: string;
+  port: number;
+  tls?: ServerTlsConfig;
+  /** Refuse clients that did not negotiate TLS. Defaults to true when tls is set. */
+  requireTls: boolean;
+}
+
+/** How dbward connects to an upstream database. */
+export type UpstreamTlsMode = 'disable' | 'prefer' | 'require' | 'verify-full';
+
+/** Upstream TLS settings; `ca` is a path to a PEM bundle (resolved relative to the config file). */
+export interface UpstreamTlsConfig {
+  mode: UpstreamTlsMode;
+  ca?: string;
+}
+
+/** Where a secret comes from; never the secret itself in YAML. */
+export type SecretRef = { env: string } | { file: string } | { none: true };
+
+/** A database that clients reach through dbward, selected by the client's database name. */
+export interface TargetConfig {
+  name: string;
+  engine: 'postgres';
+  host: string;
+  port: number;
+  database: string;
+  user: string;
+  password: SecretRef;
+  tls: UpstreamTlsConfig;
+  environment: string;
+  labels: Record<string, string>;
+  connectTimeoutMs: number;
+}
+
+/** The append-only JSONL audit sink. */
+export interface FileAuditConfig {
+  path: string;
+  /** none: write() before forwarding (survives a process crash); batch: fdatasync each group commit. */
+  fsync: 'none' | 'batch';
+}
+
+export interface AuditConfig {
+  file: FileAuditConfig;
+}
+
+export interface AdminConfig {
+  host: string;
+  /** 0 picks a free port; null disables the admin server. */
+  port: number | null;
+}
+
+export interface LimitsConfig {
+  /** Largest frontend message accepted after authentication (bytes). */
+  maxMessageBytes: number;
+  /** Largest startup-phase packet (PostgreSQL itself uses 10,000). */
+  maxStartupBytes: number;
+  /** A client must finish startup within this time. */
+  startupTimeoutMs: number;
+}
+
+export interface Config {
+  /** Absolute path of the file this came from (for reload and relative paths). */
+  source: string;
+  listeners: ListenerConfig[];
+  targets: TargetConfig[];
+  audit: AuditConfig;
+  admin: AdminConfig;
+  limits: LimitsConfig;
+  log: { level: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent' };
+  shutdown: { drainTimeoutMs: number };
+}

@@ -1,0 +1,179 @@
+//! Frontend (F) messages: client -> server, after startup.
+// Decoders for the fields the session reads. Each checks bounds and throws an
+// 08P01 PgError on a malformed payload; nothing is trusted from the client.
+
+import { pgErrors } from './errors.js';
+
+/** Frontend message type bytes. ('D' here is Describe; from the server it is DataRow.) */
+export const F = {
+  Query: 0x51, // Q
+  Parse: 0x50, // P
+  Bind: 0x42, // B
+  Describe: 0x44, // D
+  Execute: 0x45, // E
+  Sync: 0x53, // S
+  Flush: 0x48, // H
+  Close: 0x43, // C
+  FunctionCall: 0x46, // F
+  Terminate: 0x58, // X
+  CopyData: 0x64, // d
+  CopyDone: 0x63, // c
+  CopyFail: 0x66, // f
+  Password: 0x70, // p (also SASLInitialResponse / SASLResponse)
+} as const;
+
+/** A cursor over a payload that fails closed on any overrun. */
+class Cursor {
+  private i = 0;
+  constructor(private readonly b: Buffer, private readonly what: string) {}
+
+  cstring(): string {
+    const end = this.b.indexOf(0, this.i);
+    if (end < 0) throw pgErrors.protocolViolation(`${this.what}: unterminated string`);
+    const s = this.b.toString('utf8', this.i, end);
+    this.i = end + 1;
+    return s;
+  }
+
+  int16(): number {
+    this.need(2);
+    const v = this.b.readInt16BE(this.i);
+    this.i += 2;
+    return v;
+  }
+
+  int32(): number {
+    this.need(4);
+    const v = this.b.readInt32BE(this.i);
+    this.i += 4;
+    return v;
+  }
+
+  byte(): number {
+    this.need(1);
+    return this.b[this.i++]!;
+  }
+
+  skip(n: number): void {
+    this.need(n);
+    this.i += n;
+  }
+
+  end(): void {
+    if (this.i !== this.b.length) throw pgErrors.protocolViolation(`${this.what}: unexpected trailing bytes`);
+  }
+
+  private need(n: number): void {
+    if (n < 0 || this.i + n > this.b.length) throw pgErrors.protocolViolation(`${this.what}: message is truncated`);
+  }
+}
+
+/** Query: the SQL text of a simple-protocol query. */
+export function decodeQuery(payload: Buffer): string {
+  const c = new Cursor(payload, 'Query');
+  const sql = c.cstring();
+  c.end();
+  return sql;
+}
+
+export interface ParseMessage {
+  name: string;
+  sql: string;
+  paramTypes: number[];
+}
+
+/** Parse: prepared statement name, SQL text, parameter type OIDs. */
+export function decodeParse(payload: Buffer): ParseMessage {
+  const c = new Cursor(payload, 'Parse');
+  const name = c.cstring();
+  const sql = c.cstring();
+  const n = c.int16();
+  if (n < 0) throw pgErrors.protocolViolation('Parse: negative parameter count');
+  const paramTypes: number[] = [];
+  for (let i = 0; i < n; i++) paramTypes.push(c.int32() >>> 0);
+  c.end();
+  return { name, sql, paramTypes };
+}
+
+export interface BindMessage {
+  portal: string;
+  statement: string;
+}
+
+/** Bind: portal and statement names; parameter values are validated for shape, not decoded. */
+export function decodeBind(payload: Buffer): BindMessage {
+  const c = new Cursor(payload, 'Bind');
+  const portal = c.cstring();
+  const statement = c.cstring();
+  const nFormats = c.int16();
+  if (nFormats < 0) throw pgErrors.protocolViolation('Bind: negative format count');
+  c.skip(2 * nFormats);
+  const nParams = c.int16();
+  if (nParams < 0) throw pgErrors.protocolViolation('Bind: negative parameter count');
+  for (let i = 0; i < nParams; i++) {
+    const len = c.int32();
+    if (len > 0) c.skip(len);
+    else if (len < -1) throw pgErrors.protocolViolation('Bind: invalid parameter length');
+  }
+  const nResult = c.int16();
+  if (nResult < 0) throw pgErrors.protocolViolation('Bind: negative result format count');
+  c.skip(2 * nResult);
+  c.end();
+  return { portal, statement };
+}
+
+export interface TargetedMessage {
+  kind: 'S' | 'P';
+  name: string;
+}
+
+/** Describe or Close: 'S' statement or 'P' portal, and its name. */
+export function decodeDescribeOrClose(payload: Buffer, what: 'Describe' | 'Close'): TargetedMessage {
+  const c = new Cursor(payload, what);
+  const k = c.byte();
+  if (k !== 0x53 && k !== 0x50) throw pgErrors.protocolViolation(`${what}: invalid target type`);
+  const name = c.cstring();
+  c.end();
+  return { kind: k === 0x53 ? 'S' : 'P', name };
+}
+
+export interface ExecuteMessage {
+  portal: string;
+  maxRows: number;
+}
+
+/** Execute: portal name and row limit (0 = all). */
+export function decodeExecute(payload: Buffer): ExecuteMessage {
+  const c = new Cursor(payload, 'Execute');
+  const portal = c.cstring();
+  const maxRows = c.int32();
+  c.end();
+  return { portal, maxRows };
+}
+
+/** FunctionCall: the OID of the function the client asks the server to run. */
+export function decodeFunctionCall(payload: Buffer): { oid: number; argCount: number } {
+  const c = new Cursor(payload, 'FunctionCall');
+  const oid = c.int32() >>> 0;
+  const nFormats = c.int16();
+  if (nFormats < 0) throw pgErrors.protocolViolation('FunctionCall: negative format count');
+  c.skip(2 * nFormats);
+  const argCount = c.int16();
+  if (argCount < 0) throw pgErrors.protocolViolation('FunctionCall: negative argument count');
+  for (let i = 0; i < argCount; i++) {
+    const len = c.int32();
+    if (len > 0) c.skip(len);
+    else if (len < -1) throw pgErrors.protocolViolation('FunctionCall: invalid argument length');
+  }
+  c.int16(); // result format
+  c.end();
+  return { oid, argCount };
+}
+
+/** PasswordMessage: a NUL-terminated password (the OIDC token, once identity lands). */
+export function decodePassword(payload: Buffer): string {
+  const c = new Cursor(payload, 'PasswordMessage');
+  const pw = c.cstring();
+  c.end();
+  return pw;
+}

@@ -1,0 +1,151 @@
+// Matches server responses to the client requests that caused them, in order,
+// so each statement's outcome (tags, rows, SQLSTATE) reaches the audit trail and
+// a refused message's stand-in error can be swapped for dbward's own. Pure.
+//
+// PostgreSQL answers in request order. In the extended protocol an error makes
+// the server skip every message up to the next Sync; those are "skipped".
+
+import { decodeCommandTag, decodeErrorFields, decodeTxStatus, errorResponse, rowsFromTag, type TxStatus } from './backend.js';
+import type { PgError } from './errors.js';
+
+export type RequestKind = 'query' | 'fcall' | 'parse' | 'bind' | 'describe' | 'close' | 'execute' | 'sync';
+
+/** Where a tracked statement's outcome goes. */
+export interface OutcomeSink {
+  (outcome: { status: 'ok' | 'error' | 'skipped' | 'lost'; tags: string[]; rows: number | null; sqlstate: string | null }): void;
+}
+
+/** One request awaiting its response. */
+export interface Pending {
+  kind: RequestKind;
+  /** Set for statements that carry an audit event (query, execute, fcall). */
+  onOutcome?: OutcomeSink;
+  /** The server's error for this request is replaced by this one (a refused message's stand-in). */
+  replaceError?: PgError;
+  tags?: string[];
+  rows?: number | null;
+  sqlstate?: string | null;
+}
+
+const T = {
+  ParseComplete: 0x31, BindComplete: 0x32, CloseComplete: 0x33, NoData: 0x6e, ParameterDescription: 0x74,
+  RowDescription: 0x54, PortalSuspended: 0x73, EmptyQuery: 0x49, CommandComplete: 0x43, Error: 0x45, Ready: 0x5a,
+} as const;
+
+/** Server message types the tracker must read; everything else passes untouched. */
+export const TRACKED_TYPES = '123ntTsICEZ';
+
+/** The FIFO of requests in flight to the server. */
+export class ResponseTracker {
+  private queue: Pending[] = [];
+  private head = 0;
+  private skipping = false;
+  /** Transaction status from the last ReadyForQuery. */
+  txStatus: TxStatus = 'I';
+
+  /** Called for each ReadyForQuery, after the tracker has settled it. */
+  onReady: ((status: TxStatus) => void) | null = null;
+
+  /** Number of requests awaiting a response. */
+  get depth(): number {
+    return this.queue.length - this.head;
+  }
+
+  /** Registers a request sent to the server. */
+  push(p: Pending): void {
+    if (this.skipping) {
+      // The server discards everything up to the next Sync, a simple Query included.
+      if (p.kind !== 'sync') return settle(p, 'skipped');
+      this.skipping = false;
+    }
+    this.queue.push(p);
+  }
+
+  /** Reads one server message; returns a replacement for it, or undefined to forward it. */
+  onMessage(type: number, payload: Buffer): Buffer | undefined {
+    const p = this.peek();
+    switch (type) {
+      case T.ParseComplete: case T.BindComplete: case T.CloseComplete: case T.NoData:
+        if (p && p.kind !== 'query' && p.kind !== 'execute') this.shift();
+        return undefined;
+      case T.ParameterDescription:
+        return undefined;
+      case T.RowDescription:
+        if (p?.kind === 'describe') this.shift();
+        return undefined;
+      case T.CommandComplete: case T.EmptyQuery: case T.PortalSuspended: {
+        if (!p) return undefined;
+        if (type === T.CommandComplete) {
+          const tag = decodeCommandTag(payload);
+          (p.tags ??= []).push(tag);
+          const n = rowsFromTag(tag);
+          if (n !== null) p.rows = (p.rows ?? 0) + n;
+        }
+        if (p.kind === 'execute') {
+          this.shift();
+          settle(p, 'ok');
+        }
+        return undefined;
+      }
+      case T.Error:
+        return this.onError(p, payload);
+      case T.Ready: {
+        this.txStatus = decodeTxStatus(payload);
+        this.skipping = false;
+        if (p && (p.kind === 'query' || p.kind === 'fcall' || p.kind === 'sync')) {
+          this.shift();
+          if (p.kind !== 'sync') settle(p, p.sqlstate ? 'error' : 'ok');
+        }
+        this.onReady?.(this.txStatus);
+        return undefined;
+      }
+      default:
+        return undefined;
+    }
+  }
+
+  /** The connection ended: every request still in flight is settled as lost. */
+  abandon(): void {
+    for (let i = this.head; i < this.queue.length; i++) settle(this.queue[i]!, 'lost');
+    this.queue = [];
+    this.head = 0;
+  }
+
+  private onError(p: Pending | undefined, payload: Buffer): Buffer | undefined {
+    if (!p) return undefined; // asynchronous error (e.g. FATAL on shutdown): pass it on
+    const sqlstate = decodeErrorFields(payload).get('C') ?? 'XX000';
+    const replacement = p.replaceError ? errorResponse(p.replaceError) : undefined;
+    if (p.kind === 'query' || p.kind === 'fcall') {
+      p.sqlstate = p.replaceError?.sqlstate ?? sqlstate;
+      return replacement;
+    }
+    if (p.kind === 'sync') return replacement; // e.g. a deferred constraint failing at commit
+    this.shift();
+    p.sqlstate = p.replaceError?.sqlstate ?? sqlstate;
+    settle(p, 'error');
+    // The server now ignores everything up to the next Sync.
+    while (this.peek() && this.peek()!.kind !== 'sync') settle(this.shift()!, 'skipped');
+    if (!this.peek()) this.skipping = true;
+    return replacement;
+  }
+
+  private peek(): Pending | undefined {
+    return this.head < this.queue.length ? this.queue[this.head] : undefined;
+  }
+
+  private shift(): Pending | undefined {
+    const p = this.queue[this.head++];
+    if (this.head > 1024 && this.head * 2 > this.queue.length) {
+      this.queue = this.queue.slice(this.head);
+      this.head = 0;
+    }
+    return p;
+  }
+}
+
+function settle(p: Pending, status: 'ok' | 'error' | 'skipped' | 'lost'): void {
+  if (!p.onOutcome) return;
+  const sink = p.onOutcome;
+  p.onOutcome = undefined;
+  sink({ status, tags: p.tags ?? [], rows: p.rows ?? null, sqlstate: p.sqlstate ?? null });
+}

@@ -1,0 +1,321 @@
+// FrontendReader (client frames assembled whole) and BackendScanner (server bytes
+// forwarded as they come, only captured frames held back), fed realistic
+// streams split at every boundary and at seeded random points.
+
+import { serialize } from 'pg-protocol';
+import { describe, expect, it } from 'vitest';
+import { BackendScanner, FrontendReader, MAX_CAPTURED_FRAME, type Frame } from '../../src/proxy/postgres/frames.js';
+import {
+  clientMessages, commandComplete, dataRow, errorResponse, expectBytes, expectPgError, header, msg,
+  prng, randomChunks, readyForQuery, serverStream, splitFrames,
+} from './pg-test-encode.js';
+
+
+function expectFrame(f: Frame | null, bytes: Buffer): void {
+  expect(f).not.toBeNull();
+  expect(f!.type).toBe(bytes[0]);
+  expect(f!.raw).toEqual(bytes);
+  expect(f!.payload).toEqual(bytes.subarray(5));
+}
+
+function readAll(r: FrontendReader, into: Buffer[]): void {
+  for (let f = r.next(); f; f = r.next()) into.push(Buffer.from(f.raw));
+}
+
+describe('FrontendReader', () => {
+  it.each(clientMessages)('%s: one frame at every split point', (_name, bytes) => {
+    for (let i = 1; i < bytes.length; i++) {
+      const r = new FrontendReader(1 << 20);
+      r.push(Buffer.from(bytes.subarray(0, i)));
+      expect(r.next(), `split at ${i}`).toBeNull();
+      expect(r.buffered).toBe(i);
+      r.push(Buffer.from(bytes.subarray(i)));
+      expectFrame(r.next(), bytes);
+      expect(r.next()).toBeNull();
+      expect(r.buffered).toBe(0);
+    }
+  });
+
+  const all = Buffer.concat(clientMessages.map((m) => m[1]));
+  const expected = clientMessages.map((m) => m[1]);
+
+  it('reads every message from one chunk, in order', () => {
+    const r = new FrontendReader(1 << 20);
+    r.push(all);
+    const got: Buffer[] = [];
+    readAll(r, got);
+    expect(got).toEqual(expected);
+  });
+
+  it('reads every message from the concatenation split at every point', () => {
+    for (let i = 1; i < all.length; i++) {
+      const r = new FrontendReader(1 << 20);
+      const got: Buffer[] = [];
+      r.push(Buffer.from(all.subarray(0, i)));
+      readAll(r, got);
+      r.push(Buffer.from(all.subarray(i)));
+      readAll(r, got);
+      expect(got, `split at ${i}`).toEqual(expected);
+    }
+  });
+
+  it('reads every message from seeded random chunkings', () => {
+    const rand = prng(1);
+    for (let n = 0; n < 200; n++) {
+      const r = new FrontendReader(1 << 20);
+      const got: Buffer[] = [];
+      for (const c of randomChunks(all, 1 + Math.floor(rand() * 60), rand)) {
+        r.push(Buffer.from(c));
+        readAll(r, got);
+      }
+      expect(got).toEqual(expected);
+    }
+  });
+
+  it('raw and payload are views into the pushed chunk, and earlier frames survive later pushes', () => {
+    const q = serialize.query('SELECT 1');
+    const s = serialize.sync();
+    const chunk = Buffer.alloc(q.length + s.length + 4); // not from the shared pool
+    Buffer.concat([q, s, q.subarray(0, 4)]).copy(chunk);
+    const r = new FrontendReader(1 << 20);
+    r.push(chunk);
+    const f1 = r.next()!;
+    const f2 = r.next()!;
+    expect(f1.raw.buffer).toBe(chunk.buffer);
+    expect(f1.raw.byteOffset).toBe(chunk.byteOffset);
+    expect(f1.payload.byteOffset).toBe(f1.raw.byteOffset + 5);
+    expect(f1.payload.toString('utf8')).toBe('SELECT 1\0');
+    expect(f2.raw.byteOffset).toBe(chunk.byteOffset + q.length);
+    expect(f2.payload.length).toBe(0);
+    expect(r.next()).toBeNull();
+    r.push(q.subarray(4));
+    expectFrame(r.next(), q);
+    expectFrame(f1, q);
+    expectFrame(f2, s);
+  });
+
+  it.each([3, 0, -1])('a declared length of %i is 08P01', (len) => {
+    const r = new FrontendReader(1 << 20);
+    r.push(header('Q', len));
+    expectPgError(() => r.next(), '08P01', `invalid message length ${len}`);
+  });
+
+  it('a length of exactly 4 (empty body) is a frame', () => {
+    const r = new FrontendReader(1 << 20);
+    r.push(header('S', 4));
+    expectFrame(r.next(), header('S', 4));
+  });
+
+  it('a length above maxBytes is 54000 as soon as the header is in', () => {
+    const r = new FrontendReader(1000);
+    r.push(Buffer.from('Q'));
+    expect(r.next()).toBeNull();
+    r.push(header('Q', 1001).subarray(1));
+    expectPgError(() => r.next(), '54000', 'message of 1001 bytes exceeds the limit of 1000 bytes');
+  });
+
+  it('a length equal to maxBytes waits for its body', () => {
+    const r = new FrontendReader(1000);
+    const m = msg('d', Buffer.alloc(996, 7));
+    r.push(m.subarray(0, 5));
+    expect(r.next()).toBeNull();
+    r.push(m.subarray(5));
+    expectFrame(r.next(), m);
+  });
+
+  it('fewer than 5 bytes never throw', () => {
+    const r = new FrontendReader(10);
+    r.push(Buffer.from([0x51, 0x7f, 0xff, 0xff]));
+    expect(r.next()).toBeNull();
+  });
+});
+
+// --- BackendScanner -------------------------------------------------------------
+
+const frames = splitFrames(serverStream);
+
+interface Seen { type: string; payload: Buffer; raw: Buffer }
+
+function scanner(capture: string, handler?: (type: string, raw: Buffer) => Buffer | null | undefined) {
+  const seen: Seen[] = [];
+  const s = new BackendScanner(capture, (type, payload, raw) => {
+    seen.push({ type: String.fromCharCode(type), payload: Buffer.from(payload), raw: Buffer.from(raw) });
+    return handler?.(String.fromCharCode(type), raw);
+  });
+  return { s, seen };
+}
+
+/** Feeds the chunks; returns the concatenated output (copying each chunk, so views can't alias). */
+function feedAll(s: BackendScanner, chunks: Buffer[]): Buffer {
+  const out: Buffer[] = [];
+  for (const c of chunks) s.feed(Buffer.from(c), out);
+  return Buffer.concat(out);
+}
+
+/**
+ * How many stream bytes must have been forwarded once the first `fed` bytes were fed:
+ * every whole frame; of a partial frame, nothing if captured or its header is
+ * incomplete, else everything received (pass-through bodies are not held back).
+ */
+function forwardedAfter(capture: string, fed: number): number {
+  let start = 0;
+  for (const f of frames) {
+    const end = start + f.length;
+    if (end <= fed) { start = end; continue; }
+    const passThrough = !capture.includes(String.fromCharCode(f[0]!));
+    return passThrough && fed - start >= 5 ? fed : start;
+  }
+  return start;
+}
+
+function check(capture: string, chunks: Buffer[], label: string): void {
+  const { s, seen } = scanner(capture);
+  const out: Buffer[] = [];
+  let fed = 0;
+  for (const c of chunks) {
+    s.feed(Buffer.from(c), out);
+    fed += c.length;
+    // Nothing complete is held back: a frame the server sent last must reach the client now.
+    expectBytes(Buffer.concat(out), serverStream.subarray(0, forwardedAfter(capture, fed)), `${label}, after ${fed} bytes`);
+  }
+  const want = frames.filter((f) => capture.includes(String.fromCharCode(f[0]!)));
+  expect(seen.map((x) => x.raw), label).toEqual(want);
+  expect(seen.map((x) => x.payload), label).toEqual(want.map((f) => f.subarray(5)));
+  expect(seen.map((x) => x.type), label).toEqual(want.map((f) => String.fromCharCode(f[0]!)));
+}
+
+describe('BackendScanner: forwarding is byte-exact', () => {
+  it.each(['CEZ', 'CEZ12nS', 'D', ''])('capture "%s": every two-way split', (capture) => {
+    check(capture, [serverStream], 'whole');
+    for (let i = 1; i < serverStream.length; i++) {
+      check(capture, [serverStream.subarray(0, i), serverStream.subarray(i)], `split at ${i}`);
+    }
+  });
+
+  it.each(['CEZ', 'CEZ12nS', 'TDN'])('capture "%s": seeded random splits and byte-at-a-time', (capture) => {
+    const rand = prng(capture.length * 7919);
+    for (let n = 0; n < 300; n++) {
+      check(capture, randomChunks(serverStream, 1 + Math.floor(rand() * 80), rand), `round ${n}`);
+    }
+    check(capture, randomChunks(serverStream, serverStream.length, rand), 'one byte per chunk');
+  });
+
+  it('pass-through bytes of a whole chunk are forwarded as views, not copies', () => {
+    const chunk = Buffer.alloc(serverStream.length); // not from the shared pool
+    serverStream.copy(chunk);
+    const { s } = scanner('CEZ');
+    const out: Buffer[] = [];
+    s.feed(chunk, out);
+    expectBytes(Buffer.concat(out), serverStream);
+    let offset = 0;
+    for (const b of out) {
+      expect(b.buffer).toBe(chunk.buffer);
+      expect(b.byteOffset).toBe(offset);
+      offset += b.length;
+    }
+  });
+
+  it('a 1 MB pass-through DataRow split at a few points is forwarded and never captured', () => {
+    const big = dataRow([Buffer.alloc(1024 * 1024, 0x61), 'tail']);
+    const stream = Buffer.concat([big, commandComplete('SELECT 1'), readyForQuery('I')]);
+    for (const cuts of [[1], [3, 5], [6, 500_000], [big.length - 1, big.length + 3], [2, 4, 700_000, big.length]]) {
+      const bounds = [0, ...cuts, stream.length];
+      const chunks = bounds.slice(1).map((end, k) => stream.subarray(bounds[k], end));
+      const { s, seen } = scanner('CZ');
+      expectBytes(feedAll(s, chunks), stream, `cuts ${cuts.join(',')}`);
+      expect(seen.map((x) => x.type)).toEqual(['C', 'Z']);
+      expect(seen[0]!.payload.toString()).toBe('SELECT 1\0');
+    }
+  });
+});
+
+describe('BackendScanner: capture handler results', () => {
+  const replacement = errorResponse({ S: 'ERROR', C: '42501', M: 'refused by dbward policy' });
+  const replaced = Buffer.concat(frames.map((f) => (f[0] === 0x45 ? replacement : f)));
+  const dropped = Buffer.concat(frames.filter((f) => f[0] !== 0x4e));
+
+  it('a returned Buffer replaces exactly that frame, at every split', () => {
+    for (let i = 0; i <= serverStream.length; i++) {
+      const { s, seen } = scanner('CEZ', (t) => (t === 'E' ? replacement : undefined));
+      expectBytes(feedAll(s, [serverStream.subarray(0, i), serverStream.subarray(i)]), replaced, `split at ${i}`);
+      expect(seen.filter((x) => x.type === 'E')).toHaveLength(1);
+    }
+  });
+
+  it('null drops exactly that frame, at every split', () => {
+    for (let i = 0; i <= serverStream.length; i++) {
+      const { s } = scanner('CEZN', (t) => (t === 'N' ? null : undefined));
+      expectBytes(feedAll(s, [serverStream.subarray(0, i), serverStream.subarray(i)]), dropped, `split at ${i}`);
+    }
+  });
+
+  it('setCapture starts holding back a type mid-stream', () => {
+    const { s, seen } = scanner('Z');
+    const out: Buffer[] = [];
+    s.feed(Buffer.concat([dataRow(['a']), readyForQuery('I')]), out);
+    s.setCapture('D', true);
+    s.feed(Buffer.concat([dataRow(['b']), readyForQuery('I')]), out);
+    s.setCapture('D', false);
+    s.feed(dataRow(['c']), out);
+    expect(seen.map((x) => x.raw)).toEqual([readyForQuery('I'), dataRow(['b']), readyForQuery('I')]);
+  });
+});
+
+describe('BackendScanner: split headers and bad frames', () => {
+  it('a captured frame whose header is split across chunks is assembled', () => {
+    const cc = commandComplete('UPDATE 7');
+    for (const cut of [1, 2, 3, 4]) {
+      const { s, seen } = scanner('C');
+      const prefix = dataRow(['x']);
+      expect(feedAll(s, [Buffer.concat([prefix, cc.subarray(0, cut)]), cc.subarray(cut)])).toEqual(Buffer.concat([prefix, cc]));
+      expect(seen).toHaveLength(1);
+      expect(seen[0]!.payload.toString()).toBe('UPDATE 7\0');
+    }
+  });
+
+  // ParseComplete, BindComplete, CloseComplete, NoData, PortalSuspended, EmptyQueryResponse:
+  // captured by the tracker, 4-byte length, no body. After Parse+Flush (or Execute with a
+  // row limit + Flush) such a frame is the last thing the server sends, so holding it
+  // until more bytes arrive stalls the client.
+  it('a captured empty frame whose split header ends a chunk is emitted at once', () => {
+    for (const type of '123nsI') for (const cut of [1, 2, 3, 4]) {
+      const m = msg(type);
+      const { s, seen } = scanner('123nsICEZ');
+      const out: Buffer[] = [];
+      s.feed(Buffer.concat([dataRow(['x']), m.subarray(0, cut)]), out);
+      s.feed(m.subarray(cut), out);
+      expectBytes(Buffer.concat(out), Buffer.concat([dataRow(['x']), m]), `'${type}' header split at ${cut}`);
+      expect(seen.map((x) => x.type), `'${type}' header split at ${cut}`).toEqual([type]);
+    }
+  });
+
+  it('a pass-through frame whose header is split across three chunks is forwarded', () => {
+    const d = dataRow(['hello', 'world']);
+    const stream = Buffer.concat([d, readyForQuery('I')]);
+    const { s, seen } = scanner('Z');
+    expect(feedAll(s, [stream.subarray(0, 2), stream.subarray(2, 4), stream.subarray(4)])).toEqual(stream);
+    expect(seen.map((x) => x.type)).toEqual(['Z']);
+  });
+
+  it.each(['D', 'C'])('a length below 4 is 08P01 (type %s), also with a split header', (type) => {
+    expectPgError(() => scanner('C').s.feed(header(type, 3), []), '08P01', 'upstream protocol violation: invalid message length 3');
+    const { s } = scanner('C');
+    s.feed(header(type, -5).subarray(0, 2), []);
+    expectPgError(() => s.feed(header(type, -5).subarray(2), []), '08P01', /invalid message length -5/);
+  });
+
+  it('a captured frame above MAX_CAPTURED_FRAME is refused at its header', () => {
+    expectPgError(() => scanner('E').s.feed(header('E', MAX_CAPTURED_FRAME), []), '08P01', /too large/);
+    const { s } = scanner('E');
+    s.feed(header('E', 0x7fffffff).subarray(0, 3), []);
+    expectPgError(() => s.feed(header('E', 0x7fffffff).subarray(3), []), '08P01', /too large/);
+  });
+
+  it('the same length on a pass-through type is forwarded without buffering', () => {
+    const { s, seen } = scanner('E');
+    const out: Buffer[] = [];
+    s.feed(Buffer.concat([header('D', MAX_CAPTURED_FRAME), Buffer.alloc(10)]), out);
+    expect(Buffer.concat(out).length).toBe(15);
+    expect(seen).toHaveLength(0);
+  });
+});

@@ -1,0 +1,50 @@
+// Admin HTTP: /metrics (Prometheus), /healthz (the process answers), /readyz
+// (listeners up and the audit store writable). Bound to loopback by default.
+
+import http from 'node:http';
+import type net from 'node:net';
+import type { Metrics } from './metrics.js';
+
+/** What /readyz reports on. */
+export interface Readiness {
+  /** Problems that make dbward not ready; empty when ready. */
+  problems(): string[];
+}
+
+/** Starts the admin server; resolves to it and its bound port. */
+export async function startAdminServer(host: string, port: number, metrics: Metrics, readiness: Readiness): Promise<{ server: http.Server; port: number }> {
+  const server = http.createServer((req, res) => {
+    void handle(req, res, metrics, readiness).catch(() => {
+      if (!res.headersSent) res.writeHead(500);
+      res.end();
+    });
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => { server.off('error', reject); resolve(); });
+  });
+  return { server, port: (server.address() as net.AddressInfo).port };
+}
+
+async function handle(req: http.IncomingMessage, res: http.ServerResponse, metrics: Metrics, readiness: Readiness): Promise<void> {
+  const path = (req.url ?? '/').split('?')[0];
+  if (req.method !== 'GET' && req.method !== 'HEAD') {
+    res.writeHead(405, { allow: 'GET, HEAD' }).end();
+    return;
+  }
+  if (path === '/metrics') {
+    const body = await metrics.registry.metrics();
+    res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(body);
+  } else if (path === '/healthz') {
+    json(res, 200, { status: 'ok' });
+  } else if (path === '/readyz') {
+    const problems = readiness.problems();
+    json(res, problems.length === 0 ? 200 : 503, { status: problems.length === 0 ? 'ready' : 'not_ready', problems });
+  } else {
+    json(res, 404, { error: 'not found' });
+  }
+}
+
+function json(res: http.ServerResponse, status: number, body: unknown): void {
+  res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(body));
+}

@@ -1,0 +1,119 @@
+// Audit event shapes (schemas/audit-event.schema.json is the published form; a
+// test checks emitted events against it). Version 1: session start/end, auth
+// failure, statement (written before forwarding) and statement outcome.
+
+import { randomUUID } from 'node:crypto';
+
+export interface IdentityRecord {
+  user: string;
+  /** False until OIDC verification lands: the user is the client's claimed startup name. */
+  verified: boolean;
+}
+
+export interface ClientRecord {
+  address: string;
+  port: number;
+  application: string | null;
+  tls: boolean;
+}
+
+export interface TargetRecord {
+  name: string;
+  engine: 'postgres';
+  database: string;
+  environment: string;
+}
+
+interface Base {
+  v: 1;
+  id: string;
+  /** ISO-8601 UTC with microseconds. */
+  time: string;
+  session: string;
+}
+
+export interface SessionStartEvent extends Base {
+  type: 'session_start';
+  identity: IdentityRecord;
+  client: ClientRecord;
+  target: TargetRecord;
+}
+
+export interface SessionEndEvent extends Base {
+  type: 'session_end';
+  identity: IdentityRecord;
+  reason: string;
+  duration_ms: number;
+  statements: number;
+}
+
+export interface SessionRefusedEvent extends Base {
+  type: 'session_refused';
+  user: string | null;
+  client: ClientRecord;
+  target: string | null;
+  sqlstate: string;
+  reason: string;
+}
+
+export interface StatementEvent extends Base {
+  type: 'statement';
+  identity: IdentityRecord;
+  target: TargetRecord;
+  protocol: 'simple' | 'extended' | 'function_call';
+  statement: { text: string; name?: string; portal?: string; function_oid?: number };
+  decision: { action: 'allow' | 'deny'; rules: string[]; default: boolean; message?: string };
+}
+
+export interface StatementOutcomeEvent extends Base {
+  type: 'statement_outcome';
+  statement_id: string;
+  outcome: {
+    /** ok: completed; error: the server (or dbward) raised an error; skipped: not run (an earlier error in the pipeline); lost: the connection ended first. */
+    status: 'ok' | 'error' | 'skipped' | 'lost';
+    tags: string[];
+    rows: number | null;
+    sqlstate: string | null;
+    duration_ms: number;
+  };
+}
+
+export type AuditEvent =
+  | SessionStartEvent
+  | SessionEndEvent
+  | SessionRefusedEvent
+  | StatementEvent
+  | StatementOutcomeEvent;
+
+/**
+ * Where audit lines go. A line is one event serialized as JSON (its canonical
+ * form: the bytes a hash chain covers).
+ */
+export interface AuditSink {
+  /**
+   * Writes a line that must be stored before the caller goes on. Returns
+   * nothing when the line is already written, or a promise that settles once it
+   * is; throws (or rejects) when the store cannot be written.
+   */
+  commit(line: string): void | Promise<void>;
+  /** Queues a line without waiting (outcomes, session ends); written in order with the rest. */
+  append(line: string): void;
+  /** True while the last write succeeded. */
+  readonly healthy: boolean;
+  /** Writes what is queued and closes. */
+  close(): Promise<void>;
+}
+
+/** Fields every event carries: id, microsecond timestamp, schema version. */
+export function eventBase(session: string): Base {
+  return { v: 1, id: randomUUID(), time: isoMicros(), session };
+}
+
+/** Now as ISO-8601 UTC with microsecond precision. */
+export function isoMicros(): string {
+  const now = performance.timeOrigin + performance.now();
+  const ms = Math.floor(now);
+  const micros = Math.min(999, Math.floor((now - ms) * 1000));
+  const iso = new Date(ms).toISOString(); // ...sss'Z'
+  return `${iso.slice(0, -1)}${micros < 10 ? '00' : micros < 100 ? '0' : ''}${micros}Z`;
+}

@@ -1,0 +1,78 @@
+#!/usr/bin/env node
+// The dbward command. `start -c FILE` runs the daemon from a config file;
+// `dev` runs it on the embedded demo database (what `npm start` does).
+
+import { readFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { ConfigError, loadConfig } from '../config/load.js';
+import { startDaemon, type Daemon } from '../daemon.js';
+
+const HELP = `dbward: identity-aware database proxy
+
+Usage:
+  dbward start -c dbward.yaml     run the proxy from a config file
+  dbward dev [--port 6432]        run on an embedded demo database (what npm start does)
+  dbward --version
+
+Signals: SIGTERM/SIGINT drain sessions (up to shutdown.drain_timeout_ms) and exit.
+`;
+
+async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  if (!command || command === '-h' || command === '--help' || command === 'help') {
+    process.stdout.write(HELP);
+    return command ? 0 : 2;
+  }
+  if (command === '--version' || command === '-v') {
+    const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+    process.stdout.write(`dbward ${pkg.version}\n`);
+    return 0;
+  }
+  if (command === 'start') {
+    const { values } = parseArgs({ args: rest, options: { config: { type: 'string', short: 'c' } }, strict: true });
+    if (!values.config) {
+      process.stderr.write('dbward start: missing -c FILE\n');
+      return 2;
+    }
+    const daemon = await startDaemon(loadConfig(values.config));
+    await untilSignal(daemon);
+    return 0;
+  }
+  if (command === 'dev') {
+    const { values } = parseArgs({ args: rest, options: { port: { type: 'string' }, 'admin-port': { type: 'string' } }, strict: true });
+    // Loaded only here: production `start` never loads the embedded database.
+    const { runDev } = await import('./dev.js');
+    const daemon = await runDev({
+      port: values.port ? Number(values.port) : 6432,
+      adminPort: values['admin-port'] ? Number(values['admin-port']) : 6480,
+    });
+    await untilSignal(daemon);
+    return 0;
+  }
+  process.stderr.write(`dbward: unknown command "${command}"\n\n${HELP}`);
+  return 2;
+}
+
+/** Waits for SIGTERM or SIGINT, then drains; a second signal exits at once. */
+function untilSignal(daemon: Daemon & { onStop?: () => Promise<void> }): Promise<void> {
+  return new Promise((resolve) => {
+    let stopping = false;
+    const onSignal = (sig: NodeJS.Signals) => {
+      if (stopping) process.exit(130);
+      stopping = true;
+      daemon.log.info({ signal: sig }, 'signal received');
+      void daemon.stop().then(async () => { await daemon.onStop?.(); resolve(); });
+    };
+    process.on('SIGTERM', onSignal);
+    process.on('SIGINT', onSignal);
+  });
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    if (err instanceof ConfigError) process.stderr.write(`dbward: invalid configuration\n${err.message}\n`);
+    else process.stderr.write(`dbward: ${(err as Error).message ?? String(err)}\n`);
+    process.exit(1);
+  },
+);

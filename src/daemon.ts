@@ -1,0 +1,104 @@
+// Wires a Config into a running dbward: audit sink, policy, listeners, admin
+// server; and takes it down again (drain, flush the audit trail, close).
+
+import fs from 'node:fs';
+import type http from 'node:http';
+import tls from 'node:tls';
+import { pino, type Logger } from 'pino';
+import { startAdminServer } from './admin/server.js';
+import { Metrics } from './admin/metrics.js';
+import { FileAuditSink } from './audit/file-sink.js';
+import { resolveSecret } from './config/secrets.js';
+import type { Config, TargetConfig } from './config/types.js';
+import { allowAllPolicy, type PolicyEngine } from './policy/decide.js';
+import { CancelRegistry } from './proxy/postgres/cancel.js';
+import type { PgTarget } from './proxy/postgres/connection.js';
+import { PgListener } from './proxy/postgres/listener.js';
+
+/** A running dbward. */
+export interface Daemon {
+  /** Bound ports by listener name (useful with port 0). */
+  ports: Record<string, number>;
+  adminPort: number | null;
+  metrics: Metrics;
+  log: Logger;
+  audit: FileAuditSink;
+  /** Drains sessions (up to the configured timeout), flushes the audit trail, closes everything. */
+  stop(): Promise<void>;
+}
+
+/** Starts dbward from a validated config. Secrets are resolved now, so a missing one fails at start. */
+export async function startDaemon(config: Config, opts: { log?: Logger } = {}): Promise<Daemon> {
+  const log = opts.log ?? pino({ level: config.log.level, base: { service: 'dbward' } });
+  const metrics = new Metrics();
+  const targets = new Map<string, PgTarget>(config.targets.map((t) => [t.name, pgTarget(t)]));
+  const audit = new FileAuditSink(config.audit.file.path, config.audit.file.fsync, metrics.auditObserver());
+  const policy: { current: PolicyEngine } = { current: allowAllPolicy };
+  const cancels = new CancelRegistry();
+  const listeners: { name: string; listener: PgListener }[] = [];
+  const ports: Record<string, number> = {};
+  let admin: { server: http.Server; port: number } | null = null;
+  let stopping = false;
+
+  try {
+    for (const l of config.listeners) {
+      const secureContext = l.tls
+        ? tls.createSecureContext({ cert: fs.readFileSync(l.tls.cert), key: fs.readFileSync(l.tls.key), minVersion: 'TLSv1.2' })
+        : undefined;
+      const listener = new PgListener({
+        targets, cancels, secureContext, requireTls: l.requireTls, limits: config.limits,
+        metrics, log: log.child({ listener: l.name }), audit, policy,
+      });
+      ports[l.name] = await listener.listen(l.host, l.port);
+      listeners.push({ name: l.name, listener });
+      log.info({ listener: l.name, host: l.host, port: ports[l.name], tls: Boolean(l.tls), requireTls: l.requireTls }, 'listening');
+    }
+    if (config.admin.port !== null) {
+      admin = await startAdminServer(config.admin.host, config.admin.port, metrics, {
+        problems: () => [
+          ...(audit.healthy ? [] : ['audit sink cannot be written']),
+          ...(stopping ? ['shutting down'] : []),
+        ],
+      });
+      log.info({ host: config.admin.host, port: admin.port }, 'admin server listening');
+    }
+  } catch (err) {
+    await Promise.all(listeners.map((l) => l.listener.drain(0)));
+    admin?.server.close();
+    await audit.close();
+    throw err;
+  }
+
+  return {
+    ports,
+    adminPort: admin?.port ?? null,
+    metrics,
+    log,
+    audit,
+    async stop() {
+      if (stopping) return;
+      stopping = true;
+      log.info({ timeoutMs: config.shutdown.drainTimeoutMs }, 'draining sessions');
+      await Promise.all(listeners.map((l) => l.listener.drain(config.shutdown.drainTimeoutMs)));
+      if (admin) {
+        const server = admin.server;
+        await new Promise<void>((r) => { server.close(() => r()); server.closeAllConnections(); });
+      }
+      await audit.close();
+      log.info('stopped');
+    },
+  };
+}
+
+function pgTarget(t: TargetConfig): PgTarget {
+  return {
+    info: { name: t.name, engine: t.engine, database: t.database, environment: t.environment, labels: t.labels },
+    endpoint: {
+      host: t.host, port: t.port, database: t.database, user: t.user,
+      password: resolveSecret(t.password),
+      tlsMode: t.tls.mode,
+      ca: t.tls.ca ? fs.readFileSync(t.tls.ca) : undefined,
+      connectTimeoutMs: t.connectTimeoutMs,
+    },
+  };
+}

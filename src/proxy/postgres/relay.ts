@@ -1,0 +1,324 @@
+// One PostgreSQL session after startup: client frames go through the pipeline in
+// order (decide, record, forward); server bytes go back as they came, scanned for
+// the few messages that settle outcomes. See docs/lifecycle.md.
+//
+// A refused message is not dropped: it is replaced by a stand-in that the server
+// rejects at parse time without running anything, and the server's error is
+// swapped for dbward's. The server then does what PostgreSQL does on any error
+// (abort the transaction, skip to Sync), so the client sees exact semantics.
+
+import type net from 'node:net';
+import { serialize } from 'pg-protocol';
+import type { Logger } from 'pino';
+import type { Metrics } from '../../admin/metrics.js';
+import type { Admission, Refusal, SessionPipeline, StatementRequest } from '../session.js';
+import { errorResponse } from './backend.js';
+import { PgError, pgErrors } from './errors.js';
+import { BackendScanner, FrontendReader, type Frame } from './frames.js';
+import { decodeBind, decodeDescribeOrClose, decodeExecute, decodeFunctionCall, decodeParse, decodeQuery, F } from './frontend.js';
+import { ResponseTracker, TRACKED_TYPES, type Pending } from './tracker.js';
+
+/** SQL the server rejects in its grammar, before anything runs: the stand-in for a refused message. */
+export const REFUSED_STAND_IN = 'DBWARD REFUSED';
+const MAX_STATEMENTS = 10_000;
+const MAX_PORTALS = 1_000;
+/** Client bytes held unprocessed before dbward stops reading the client. */
+const READER_HIGH_WATER = 1024 * 1024;
+
+type State = 'relaying' | 'closing' | 'closed';
+
+interface Prepared {
+  text: string;
+  decision: ReturnType<SessionPipeline['decide']>;
+}
+
+export interface RelayDeps {
+  metrics: Metrics;
+  log: Logger;
+  maxMessageBytes: number;
+}
+
+/** Relays one session between a client socket and its upstream connection. */
+export class PgRelay {
+  private state: State = 'relaying';
+  private readonly reader: FrontendReader;
+  private readonly scanner: BackendScanner;
+  private readonly tracker = new ResponseTracker();
+  private readonly statements = new Map<string, Prepared>();
+  private readonly portals = new Map<string, Prepared>();
+  private out: Buffer[] = [];
+  private processing = false;
+  private draining = false;
+  private upstreamBlocked = false;
+  private readerFull = false;
+  private resolveClosed!: () => void;
+  /** Resolves when both sockets are closed and the session end is recorded. */
+  readonly closed = new Promise<void>((r) => (this.resolveClosed = r));
+
+  constructor(
+    private readonly client: net.Socket,
+    private readonly upstream: net.Socket,
+    private readonly pipeline: SessionPipeline,
+    private readonly deps: RelayDeps,
+    private readonly onEnd: () => void,
+  ) {
+    this.reader = new FrontendReader(deps.maxMessageBytes);
+    this.scanner = new BackendScanner(TRACKED_TYPES, (type, payload) => this.tracker.onMessage(type, payload));
+    this.tracker.onReady = (status) => {
+      if (this.draining && status === 'I' && this.tracker.depth === 0 && !this.processing) this.state = 'closing';
+    };
+  }
+
+  /** Starts relaying; `initial` holds client bytes that arrived with the startup packet. */
+  start(initial: Buffer): void {
+    this.client.on('data', (c: Buffer) => this.onClientData(c));
+    this.client.on('close', () => this.shutdown('client_closed'));
+    this.client.on('error', (e) => { this.deps.log.debug({ err: e, session: this.pipeline.id }, 'client socket error'); });
+    this.upstream.on('data', (c: Buffer) => this.onUpstreamData(c));
+    this.upstream.on('close', () => this.upstreamGone());
+    this.upstream.on('error', (e) => { this.deps.log.warn({ err: e, session: this.pipeline.id }, 'upstream socket error'); });
+    if (initial.length > 0) this.onClientData(initial);
+  }
+
+  /** Ends the session at its next idle point (between transactions) with 57P01. */
+  drain(): void {
+    this.draining = true;
+    if (this.tracker.depth === 0 && this.tracker.txStatus === 'I' && !this.processing) this.terminate(pgErrors.adminShutdown());
+  }
+
+  /** Sends a FATAL error to the client and closes both sides now. */
+  terminate(err: PgError): void {
+    if (this.state === 'closed') return;
+    this.state = 'closing';
+    this.writeClient(errorResponse(err.severity === 'FATAL' ? err : err.fatal()));
+    this.upstream.end(serialize.end());
+    this.client.end();
+    this.shutdown(err.sqlstate === '57P01' ? 'shutdown' : 'protocol_error');
+  }
+
+  private onClientData(chunk: Buffer): void {
+    this.deps.metrics.clientBytes.inc(chunk.length);
+    this.reader.push(chunk);
+    // Frames wait in the reader while a statement is being recorded; past a bound, stop reading.
+    if (this.reader.buffered > READER_HIGH_WATER && !this.readerFull) {
+      this.readerFull = true;
+      this.client.pause();
+    }
+    if (!this.processing) void this.process();
+  }
+
+  private async process(): Promise<void> {
+    this.processing = true;
+    try {
+      let frame: Frame | null;
+      while (this.state === 'relaying' && (frame = this.reader.next())) {
+        const pending = this.handle(frame);
+        if (pending) await pending;
+      }
+      this.flushUpstream();
+      if (this.readerFull && this.reader.buffered <= READER_HIGH_WATER) {
+        this.readerFull = false;
+        if (!this.upstreamBlocked) this.client.resume();
+      }
+    } catch (err) {
+      this.fail(err);
+    } finally {
+      this.processing = false;
+    }
+    if (this.draining && this.state === 'relaying') this.drain();
+  }
+
+  /** Handles one client frame; returns a promise only when it must wait (audit write). */
+  private handle(frame: Frame): Promise<void> | void {
+    switch (frame.type) {
+      case F.Query:
+        return this.admitAndForward(frame, { protocol: 'simple', text: decodeQuery(frame.payload) }, 'query');
+      case F.Parse: {
+        const p = decodeParse(frame.payload);
+        const stmt: StatementRequest = { protocol: 'extended', text: p.sql, name: p.name };
+        const decision = this.pipeline.decide(stmt);
+        if (decision.action !== 'allow') {
+          void this.pipeline.admit(stmt, decision); // records the refusal; nothing to wait for
+          this.statements.delete(p.name);
+          return this.substitute(serialize.parse({ name: p.name, text: REFUSED_STAND_IN }), 'parse', refusalError({ reason: 'policy', decision }));
+        }
+        remember(this.statements, p.name, { text: p.sql, decision }, MAX_STATEMENTS);
+        return this.forward(frame, { kind: 'parse' });
+      }
+      case F.Bind: {
+        const b = decodeBind(frame.payload);
+        const prepared = this.statements.get(b.statement);
+        if (!prepared) {
+          // Not prepared by a Parse dbward saw (a SQL-level PREPARE, or nothing): not bound.
+          this.portals.delete(b.portal);
+          return this.substitute(serialize.bind({ portal: b.portal, statement: '\u0001dbward-unknown-statement' }), 'bind',
+            new PgError('26000', `prepared statement "${b.statement}" does not exist in this dbward session`));
+        }
+        remember(this.portals, b.portal, prepared, MAX_PORTALS);
+        return this.forward(frame, { kind: 'bind' });
+      }
+      case F.Execute: {
+        const e = decodeExecute(frame.payload);
+        const prepared = this.portals.get(e.portal);
+        if (!prepared) {
+          // A portal dbward did not see bound: nothing to judge it by, so it does not run.
+          return this.substitute(serialize.execute({ portal: '\u0001dbward-unknown-portal' }), 'execute',
+            pgErrors.refused(`portal "${e.portal}" does not exist`));
+        }
+        const stmt: StatementRequest = { protocol: 'extended', text: prepared.text, portal: e.portal };
+        return this.admitAndForward(frame, stmt, 'execute', prepared.decision);
+      }
+      case F.Describe:
+        decodeDescribeOrClose(frame.payload, 'Describe');
+        return this.forward(frame, { kind: 'describe' });
+      case F.Close: {
+        const c = decodeDescribeOrClose(frame.payload, 'Close');
+        (c.kind === 'S' ? this.statements : this.portals).delete(c.name);
+        return this.forward(frame, { kind: 'close' });
+      }
+      case F.Sync:
+        return this.forward(frame, { kind: 'sync' });
+      case F.Flush: case F.CopyData: case F.CopyDone: case F.CopyFail:
+        this.out.push(frame.raw);
+        return;
+      case F.FunctionCall: {
+        const fc = decodeFunctionCall(frame.payload);
+        const stmt: StatementRequest = { protocol: 'function_call', text: `FunctionCall(oid ${fc.oid}, ${fc.argCount} args)`, functionOid: fc.oid };
+        return this.admitAndForward(frame, stmt, 'fcall');
+      }
+      case F.Terminate:
+        this.state = 'closing';
+        this.out.push(frame.raw);
+        this.flushUpstream();
+        this.upstream.end();
+        this.client.end();
+        this.shutdown('client_terminated');
+        return;
+      default:
+        throw pgErrors.protocolViolation(`invalid frontend message type ${JSON.stringify(String.fromCharCode(frame.type))}`);
+    }
+  }
+
+  /** Admits and forwards a statement; waits only when the audit sink group-commits. */
+  private admitAndForward(frame: Frame, stmt: StatementRequest, kind: 'query' | 'execute' | 'fcall',
+    decision = this.pipeline.decide(stmt)): Promise<void> | void {
+    const t0 = process.hrtime.bigint();
+    const admitted = this.pipeline.admit(stmt, decision);
+    if (!(admitted instanceof Promise)) return this.afterAdmit(frame, kind, admitted, t0);
+    this.flushUpstream(); // what came before the statement need not wait for its record
+    return admitted.then((a) => this.afterAdmit(frame, kind, a, t0));
+  }
+
+  private afterAdmit(frame: Frame, kind: 'query' | 'execute' | 'fcall', admitted: Admission | Refusal, t0: bigint): void {
+    if (this.state !== 'relaying') {
+      // Recorded, then the session ended before it was forwarded: it never ran.
+      if (!('reason' in admitted)) this.pipeline.complete(admitted, { status: 'lost', tags: [], rows: null, sqlstate: null });
+      return;
+    }
+    if ('reason' in admitted) {
+      const standIn = kind === 'execute' ? serialize.execute({ portal: '\u0001dbward-refused' }) : serialize.query(REFUSED_STAND_IN);
+      return this.substitute(standIn, kind, refusalError(admitted));
+    }
+    this.forward(frame, { kind, onOutcome: (o) => this.pipeline.complete(admitted, o) });
+    this.deps.metrics.overhead.observe(Number(process.hrtime.bigint() - t0) / 1e9);
+  }
+
+  private forward(frame: Frame, pending: Pending): void {
+    this.out.push(frame.raw);
+    this.tracker.push(pending);
+  }
+
+  private substitute(standIn: Buffer, kind: Pending['kind'], error: PgError): void {
+    this.out.push(standIn);
+    this.tracker.push({ kind, replaceError: error });
+  }
+
+  private flushUpstream(): void {
+    if (this.out.length === 0) return;
+    const out = this.out;
+    this.out = [];
+    const ok = writeAll(this.upstream, out);
+    if (!ok && this.state === 'relaying') {
+      // The server reads slower than the client sends (COPY FROM): stop reading the client.
+      this.upstreamBlocked = true;
+      this.client.pause();
+      this.upstream.once('drain', () => {
+        this.upstreamBlocked = false;
+        if (this.state === 'relaying' && !this.readerFull) this.client.resume();
+      });
+    }
+  }
+
+  private onUpstreamData(chunk: Buffer): void {
+    this.deps.metrics.serverBytes.inc(chunk.length);
+    const out: Buffer[] = [];
+    try {
+      this.scanner.feed(chunk, out);
+    } catch (err) {
+      this.deps.log.warn({ err, session: this.pipeline.id }, 'upstream protocol violation');
+      return this.terminate(err instanceof PgError ? err : pgErrors.upstreamLost());
+    }
+    const ok = writeAll(this.client, out);
+    if (this.state === 'closing' && this.draining) return this.terminate(pgErrors.adminShutdown());
+    if (!ok) {
+      // A slow client: stop reading the server rather than buffering its result.
+      this.upstream.pause();
+      this.client.once('drain', () => this.upstream.resume());
+    }
+  }
+
+  private writeClient(b: Buffer): void {
+    if (!this.client.destroyed && this.client.writable) this.client.write(b);
+  }
+
+  private upstreamGone(): void {
+    if (this.state === 'relaying') {
+      this.deps.log.warn({ session: this.pipeline.id }, 'upstream connection closed');
+      this.writeClient(errorResponse(pgErrors.upstreamLost()));
+      this.client.end();
+    }
+    this.shutdown('upstream_lost');
+  }
+
+  private fail(err: unknown): void {
+    if (err instanceof PgError) {
+      this.deps.log.info({ session: this.pipeline.id, sqlstate: err.sqlstate, msg: err.message }, 'session ended by client error');
+      return this.terminate(err);
+    }
+    this.deps.log.error({ err, session: this.pipeline.id }, 'internal error in session');
+    this.terminate(new PgError('XX000', 'internal error in dbward; the session was closed', 'FATAL'));
+  }
+
+  private shutdown(reason: string): void {
+    if (this.state === 'closed') return;
+    this.state = 'closed';
+    this.tracker.abandon();
+    this.pipeline.end(reason);
+    this.client.destroySoon();
+    if (!this.upstream.destroyed) this.upstream.destroySoon();
+    this.onEnd();
+    this.resolveClosed();
+  }
+}
+
+function refusalError(r: Refusal): PgError {
+  if (r.reason === 'audit') return pgErrors.auditUnavailable();
+  const rules = r.decision.ruleIds.length > 0 ? ` (rule ${r.decision.ruleIds.join(', ')})` : '';
+  return pgErrors.refused(`${r.decision.message ?? 'statement refused by policy'}${rules}`);
+}
+
+/** Writes buffers as one write (writev when several); returns false when the socket wants a pause. */
+function writeAll(socket: net.Socket, bufs: Buffer[]): boolean {
+  if (bufs.length === 1) return socket.write(bufs[0]!);
+  socket.cork();
+  let ok = true;
+  for (const b of bufs) ok = socket.write(b);
+  socket.uncork();
+  return ok;
+}
+
+function remember<K, V>(map: Map<K, V>, key: K, value: V, max: number): void {
+  map.delete(key);
+  map.set(key, value);
+  if (map.size > max) map.delete(map.keys().next().value as K);
+}

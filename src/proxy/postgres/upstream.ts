@@ -1,0 +1,225 @@
+// dbward's own connection to an upstream PostgreSQL: TCP, TLS per target, the
+// startup message built by dbward (client startup parameters are filtered by the
+// caller), and login with the target's credentials (trust, cleartext, md5,
+// SCRAM-SHA-256). Uses pg-protocol to parse the server's replies during login.
+
+import { createHash } from 'node:crypto';
+import net from 'node:net';
+import tls from 'node:tls';
+import { serialize } from 'pg-protocol';
+import type { BackendMessage } from 'pg-protocol/dist/messages.js';
+import { Parser } from 'pg-protocol/dist/parser.js';
+import type { UpstreamTlsMode } from '../../config/types.js';
+import { PgError, pgErrors } from './errors.js';
+import { ScramClient } from './scram.js';
+
+/** Everything needed to reach and log in to one upstream database. */
+export interface UpstreamEndpoint {
+  host: string;
+  port: number;
+  database: string;
+  user: string;
+  password: string | undefined;
+  tlsMode: UpstreamTlsMode;
+  ca: Buffer | undefined;
+  connectTimeoutMs: number;
+}
+
+/** A logged-in upstream connection, ready for queries. */
+export interface UpstreamConnection {
+  socket: net.Socket;
+  /** ParameterStatus values the server reported at startup, in order. */
+  parameters: [string, string][];
+  pid: number;
+  secret: number;
+  /** Bytes the server sent after its first ReadyForQuery (normally none). */
+  leftover: Buffer;
+}
+
+/** Why an upstream login failed; `sqlstate` is the server's when it sent one. */
+export class UpstreamError extends Error {
+  readonly code = 'UPSTREAM_CONNECT_FAILED';
+  constructor(message: string, readonly sqlstate?: string) {
+    super(message);
+  }
+}
+
+/** Connects and logs in; rejects with UpstreamError within the endpoint's timeout. */
+export async function connectUpstream(ep: UpstreamEndpoint, startupParams: Record<string, string>): Promise<UpstreamConnection> {
+  let socket: net.Socket | undefined;
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new UpstreamError(`timed out after ${ep.connectTimeoutMs} ms`)), ep.connectTimeoutMs);
+  });
+  try {
+    return await Promise.race([
+      (async () => {
+        socket = await openSocket(ep);
+        return await login(socket, ep, startupParams);
+      })(),
+      timeout,
+    ]);
+  } catch (err) {
+    socket?.destroy();
+    throw err instanceof UpstreamError ? err : new UpstreamError((err as Error).message);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Sends a CancelRequest for an upstream backend; errors are swallowed (cancel is best effort). */
+export async function sendCancel(ep: UpstreamEndpoint, pid: number, secret: number): Promise<void> {
+  try {
+    const socket = await openSocket(ep);
+    await new Promise<void>((resolve) => {
+      socket.on('error', () => resolve());
+      socket.on('close', () => resolve());
+      socket.end(serialize.cancel(pid, secret));
+      setTimeout(() => { socket.destroy(); resolve(); }, ep.connectTimeoutMs).unref();
+    });
+  } catch {
+    // The query runs on; nothing else to do.
+  }
+}
+
+async function openSocket(ep: UpstreamEndpoint): Promise<net.Socket> {
+  const raw = await new Promise<net.Socket>((resolve, reject) => {
+    const s = net.connect({ host: ep.host, port: ep.port });
+    s.once('connect', () => { s.removeListener('error', reject); resolve(s); });
+    s.once('error', reject);
+  });
+  raw.setNoDelay(true);
+  raw.setKeepAlive(true, 60_000);
+  if (ep.tlsMode === 'disable') return raw;
+  raw.write(serialize.requestSsl());
+  const answer = await readByte(raw);
+  if (answer === 'N') {
+    if (ep.tlsMode === 'prefer') return raw;
+    raw.destroy();
+    throw new UpstreamError(`the server does not accept TLS and the target requires it (${ep.tlsMode})`);
+  }
+  if (answer !== 'S') {
+    raw.destroy();
+    throw new UpstreamError('unexpected answer to SSLRequest');
+  }
+  const verify = ep.tlsMode === 'verify-full';
+  const secure = tls.connect({
+    socket: raw,
+    servername: net.isIP(ep.host) ? undefined : ep.host,
+    ca: ep.ca,
+    rejectUnauthorized: verify,
+    checkServerIdentity: verify ? tls.checkServerIdentity : () => undefined,
+  });
+  await new Promise<void>((resolve, reject) => {
+    secure.once('secureConnect', () => { secure.removeListener('error', reject); resolve(); });
+    secure.once('error', (e) => reject(new UpstreamError(`TLS to upstream failed: ${e.message}`)));
+  });
+  return secure;
+}
+
+function readByte(s: net.Socket): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const onData = (d: Buffer) => {
+      cleanup();
+      // A server that sends more than one byte here is attempting injection (CVE-2021-23222).
+      if (d.length !== 1) reject(new UpstreamError('server sent unexpected data after SSLRequest'));
+      else resolve(String.fromCharCode(d[0]!));
+    };
+    const onError = (e: Error) => { cleanup(); reject(e); };
+    const onClose = () => { cleanup(); reject(new UpstreamError('connection closed during SSLRequest')); };
+    const cleanup = () => { s.off('data', onData); s.off('error', onError); s.off('close', onClose); };
+    s.on('data', onData);
+    s.once('error', onError);
+    s.once('close', onClose);
+  });
+}
+
+type AuthMessage = BackendMessage & {
+  salt?: Buffer; mechanisms?: string[]; data?: string; parameterName?: string; parameterValue?: string;
+  processID?: number; secretKey?: number; code?: string; message?: string;
+};
+
+function login(socket: net.Socket, ep: UpstreamEndpoint, params: Record<string, string>): Promise<UpstreamConnection> {
+  return new Promise((resolve, reject) => {
+    const parser = new Parser();
+    const parameters: [string, string][] = [];
+    let pid = 0;
+    let secret = 0;
+    let scram: ScramClient | null = null;
+    let done = false;
+    const fail = (e: Error) => { if (!done) { done = true; cleanup(); reject(e); } };
+    const needPassword = (): string => {
+      if (ep.password === undefined) throw new UpstreamError('the server asks for a password and the target has none configured');
+      return ep.password;
+    };
+    const onMessage = (m: AuthMessage) => {
+      if (done) return;
+      switch (m.name) {
+        case 'authenticationOk':
+          break;
+        case 'authenticationCleartextPassword':
+          socket.write(serialize.password(needPassword()));
+          break;
+        case 'authenticationMD5Password': {
+          const inner = createHash('md5').update(needPassword() + ep.user).digest('hex');
+          const outer = createHash('md5').update(Buffer.concat([Buffer.from(inner), m.salt!])).digest('hex');
+          socket.write(serialize.password('md5' + outer));
+          break;
+        }
+        case 'authenticationSASL':
+          if (!m.mechanisms?.includes('SCRAM-SHA-256')) throw new UpstreamError('server offers no SASL mechanism dbward supports');
+          scram = new ScramClient(needPassword());
+          socket.write(serialize.sendSASLInitialResponseMessage('SCRAM-SHA-256', scram.clientFirst()));
+          break;
+        case 'authenticationSASLContinue':
+          if (!scram) throw new UpstreamError('unexpected SASLContinue');
+          socket.write(serialize.sendSCRAMClientFinalMessage(scram.clientFinal(m.data ?? '')));
+          break;
+        case 'authenticationSASLFinal':
+          if (!scram) throw new UpstreamError('unexpected SASLFinal');
+          scram.verifyServerFinal(m.data ?? '');
+          break;
+        case 'parameterStatus':
+          parameters.push([m.parameterName!, m.parameterValue!]);
+          break;
+        case 'backendKeyData':
+          pid = m.processID!;
+          secret = m.secretKey!;
+          break;
+        case 'readyForQuery':
+          done = true;
+          cleanup();
+          resolve({ socket, parameters, pid, secret, leftover: Buffer.alloc(0) });
+          break;
+        case 'error':
+          throw new UpstreamError(`server refused login: ${m.message ?? 'unknown error'}`, m.code);
+        case 'notice':
+          break;
+        default:
+          throw new UpstreamError(`unexpected message during login: ${m.name}`);
+      }
+    };
+    const onData = (chunk: Buffer) => {
+      try {
+        parser.parse(chunk, (m) => onMessage(m as AuthMessage));
+      } catch (e) {
+        fail(e as Error);
+      }
+    };
+    const onError = (e: Error) => fail(new UpstreamError(e.message));
+    const onClose = () => fail(new UpstreamError('the server closed the connection during login'));
+    const cleanup = () => { socket.off('data', onData); socket.off('error', onError); socket.off('close', onClose); };
+    socket.on('data', onData);
+    socket.on('error', onError);
+    socket.on('close', onClose);
+    socket.write(serialize.startup({ ...params, user: ep.user, database: ep.database }));
+  });
+}
+
+/** Maps an upstream login failure to what the client is told: retryable states pass through. */
+export function clientErrorFor(target: string, err: UpstreamError): PgError {
+  if (err.sqlstate && (err.sqlstate.startsWith('53') || err.sqlstate === '57P03')) {
+    return new PgError(err.sqlstate, `upstream database of target "${target}" is not accepting connections now`, 'FATAL');
+  }
+  return pgErrors.upstreamUnavailable(target);
+}

@@ -1,20 +1,26 @@
 // `dbward dev` / `npm start`: dbward in front of an embedded demo database
-// (PGlite), with a self-signed TLS certificate when openssl is available, and a
+// (PGlite, in a child process), with a self-signed TLS certificate when openssl is available, and a
 // ready-to-paste psql line.
 
 import os from 'node:os';
 import path from 'node:path';
 import type { Config } from '../config/types.js';
 import { startDaemon, type Daemon } from '../daemon.js';
-import { startDemoDatabase } from '../embedded/demo-db.js';
+import { startDemoDatabaseProcess } from '../embedded/demo-db-process.js';
 import { createDevCertificate } from '../embedded/devcert.js';
 
 /** Starts the demo database and dbward in front of it; prints how to connect. */
 export async function runDev(opts: { port: number; adminPort: number; stateDir?: string }): Promise<Daemon & { onStop: () => Promise<void> }> {
   const stateDir = path.resolve(opts.stateDir ?? '.dbward');
   process.stderr.write('dbward dev: starting the embedded demo database (PGlite)...\n');
-  const db = await startDemoDatabase({ host: '127.0.0.1', port: 0 });
-  const cert = await createDevCertificate(path.join(stateDir, 'tls'));
+  const db = await startDemoDatabaseProcess();
+  let cert: Awaited<ReturnType<typeof createDevCertificate>>;
+  try {
+    cert = await createDevCertificate(path.join(stateDir, 'tls'));
+  } catch (err) {
+    process.stderr.write(`dbward dev: could not make a TLS certificate (${(err as Error).message}); TLS is off.\n`);
+    cert = null;
+  }
   const config: Config = {
     source: '(dev)',
     listeners: [{ name: 'postgres', engine: 'postgres', host: '127.0.0.1', port: opts.port, requireTls: false, ...(cert ? { tls: cert } : {}) }],

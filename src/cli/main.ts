@@ -11,7 +11,8 @@ const HELP = `dbward: identity-aware database proxy
 
 Usage:
   dbward start -c dbward.yaml     run the proxy from a config file
-  dbward dev [--port 6432]        run on an embedded demo database (what npm start does)
+  dbward dev [--port 6432] [--admin-port 6480] [--state-dir .dbward]
+                                  run on an embedded demo database (what npm start does)
   dbward --version
 
 Signals: SIGTERM/SIGINT drain sessions (up to shutdown.drain_timeout_ms) and exit.
@@ -39,12 +40,16 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
   if (command === 'dev') {
-    const { values } = parseArgs({ args: rest, options: { port: { type: 'string' }, 'admin-port': { type: 'string' } }, strict: true });
+    const { values } = parseArgs({
+      args: rest, strict: true,
+      options: { port: { type: 'string' }, 'admin-port': { type: 'string' }, 'state-dir': { type: 'string' } },
+    });
     // Loaded only here: production `start` never loads the embedded database.
     const { runDev } = await import('./dev.js');
     const daemon = await runDev({
       port: values.port ? Number(values.port) : 6432,
       adminPort: values['admin-port'] ? Number(values['admin-port']) : 6480,
+      ...(values['state-dir'] ? { stateDir: values['state-dir'] } : {}),
     });
     await untilSignal(daemon);
     return 0;

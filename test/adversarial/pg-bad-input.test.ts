@@ -103,7 +103,7 @@ describe('startup phase', () => {
     const e = await errorOf(b);
     expect(e.code).toBe('08001');
     expect(e.message).not.toContain('ECONNREFUSED'); // internals stay in the log
-    expect(d.audit().filter((x) => x.type === 'session_refused').map((x) => x.sqlstate)).toEqual(expect.arrayContaining(['3D000', '08001']));
+    await expect.poll(() => d.audit().filter((x) => x.type === 'session_refused').map((x) => x.sqlstate)).toEqual(expect.arrayContaining(['3D000', '08001']));
   });
 });
 

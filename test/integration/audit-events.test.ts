@@ -29,6 +29,7 @@ it('writes schema-valid events for sessions, statements, outcomes and refusals',
   const refused = new pg.Client({ host: '127.0.0.1', port: d.port, database: 'down', user: 'auditor' });
   await refused.connect().catch(() => undefined);
   await expect.poll(() => d.audit().some((e) => e.type === 'session_end' && e.identity.user === 'auditor')).toBe(true);
+  await expect.poll(() => d.audit().some((e) => e.type === 'session_refused')).toBe(true);
 
   const validate = new Ajv({ allErrors: true }).compile(schema);
   const events = d.audit();

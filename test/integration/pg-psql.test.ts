@@ -113,7 +113,7 @@ describe('psql over TLS', () => {
     const r = await psql(`host=127.0.0.1 port=${t.port} dbname=test user=alice sslmode=disable`, ['-c', 'SELECT 1']);
     expect(r.code).not.toBe(0);
     expect(r.stderr).toContain('requires TLS');
-    expect(t.audit().some((e) => e.type === 'session_refused' && e.sqlstate === '28000')).toBe(true);
+    await expect.poll(() => t.audit().some((e) => e.type === 'session_refused' && e.sqlstate === '28000')).toBe(true);
   });
 });
 

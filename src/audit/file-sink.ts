@@ -84,6 +84,8 @@ export class FileAuditSink implements AuditSink {
       try { this.writeQueuedSync(null); } catch { /* reported through the observer; nothing more to try */ }
     }
     this.closed = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
     if (this.fd !== null) {
       try { fs.fsyncSync(this.fd); } catch { /* closing anyway */ }
       fs.closeSync(this.fd);
@@ -96,7 +98,7 @@ export class FileAuditSink implements AuditSink {
   }
 
   private schedule(delayMs: number): void {
-    if (this.writing) return;
+    if (this.writing || this.closed) return;
     if (this.scheduled && (delayMs > 0 || this.immediate)) return;
     if (this.timer) clearTimeout(this.timer);
     this.scheduled = true;
@@ -128,6 +130,7 @@ export class FileAuditSink implements AuditSink {
 
   private flush(): void {
     this.scheduled = false;
+    if (this.closed) return;
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
     if (this.lines.length === 0) return this.settleIdle();
@@ -151,20 +154,29 @@ export class FileAuditSink implements AuditSink {
     const buf = Buffer.from(this.lines.join('\n') + '\n');
     const count = this.lines.length;
     const waiters = this.waiters;
-    this.lines = [];
     this.waiters = [];
     this.writing = true;
     const started = process.hrtime.bigint();
+    const group = this.lines;
+    this.lines = [];
     fs.write(this.fd!, buf, 0, buf.length, null, (err, n) => {
       if (err || n !== buf.length) {
         this.writing = false;
+        this.requeueAppended(group, waiters);
         return this.batchDone(waiters, count, started, err ?? new Error('short write to audit file'));
       }
       fs.fdatasync(this.fd!, (syncErr) => {
         this.writing = false;
+        if (syncErr) this.requeueAppended(group, waiters);
         this.batchDone(waiters, count, started, syncErr);
       });
     });
+  }
+
+  /** After a failed group: appended lines go back to the front of the queue; committed ones were refused. */
+  private requeueAppended(group: string[], waiters: Waiter[]): void {
+    const refused = new Set(waiters.map((w) => w.line));
+    this.lines = [...group.filter((l) => !refused.has(l)), ...this.lines];
   }
 
   private batchDone(waiters: Waiter[], count: number, started: bigint, err: Error | null): void {
@@ -177,7 +189,7 @@ export class FileAuditSink implements AuditSink {
       this.observer.written?.(count, Number(process.hrtime.bigint() - started) / 1e9);
       for (const w of waiters) w.resolve();
     }
-    if (this.lines.length > 0) this.schedule(0);
+    if (this.lines.length > 0) this.schedule(err ? RETRY_MS : 0);
     else this.settleIdle();
   }
 

@@ -45,7 +45,7 @@ export class SessionFragments {
   private decisionJson(d: Decision): string {
     let json = this.decisions.get(d);
     if (json === undefined) {
-      json = JSON.stringify({ action: d.action, rules: d.ruleIds, default: d.default, ...(d.message ? { message: d.message } : {}) });
+      json = JSON.stringify({ action: d.action, rules: d.ruleIds, default: d.default, ...(d.message !== undefined ? { message: d.message } : {}) });
       this.decisions.set(d, json);
     }
     return json;

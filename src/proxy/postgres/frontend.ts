@@ -54,6 +54,25 @@ class Cursor {
     return this.b[this.i++]!;
   }
 
+  /** A count-prefixed list of int16 format codes, skipped. */
+  formatCodes(what: string): void {
+    const n = this.int16();
+    if (n < 0) throw pgErrors.protocolViolation(`${this.what}: negative ${what} count`);
+    this.skip(2 * n);
+  }
+
+  /** A count-prefixed list of length-prefixed values (-1 = NULL), skipped; returns the count. */
+  values(what: string): number {
+    const n = this.int16();
+    if (n < 0) throw pgErrors.protocolViolation(`${this.what}: negative ${what} count`);
+    for (let i = 0; i < n; i++) {
+      const len = this.int32();
+      if (len > 0) this.skip(len);
+      else if (len < -1) throw pgErrors.protocolViolation(`${this.what}: invalid ${what} length`);
+    }
+    return n;
+  }
+
   skip(n: number): void {
     this.need(n);
     this.i += n;
@@ -105,19 +124,9 @@ export function decodeBind(payload: Buffer): BindMessage {
   const c = new Cursor(payload, 'Bind');
   const portal = c.cstring();
   const statement = c.cstring();
-  const nFormats = c.int16();
-  if (nFormats < 0) throw pgErrors.protocolViolation('Bind: negative format count');
-  c.skip(2 * nFormats);
-  const nParams = c.int16();
-  if (nParams < 0) throw pgErrors.protocolViolation('Bind: negative parameter count');
-  for (let i = 0; i < nParams; i++) {
-    const len = c.int32();
-    if (len > 0) c.skip(len);
-    else if (len < -1) throw pgErrors.protocolViolation('Bind: invalid parameter length');
-  }
-  const nResult = c.int16();
-  if (nResult < 0) throw pgErrors.protocolViolation('Bind: negative result format count');
-  c.skip(2 * nResult);
+  c.formatCodes('format');
+  c.values('parameter');
+  c.formatCodes('result format');
   c.end();
   return { portal, statement };
 }
@@ -155,16 +164,8 @@ export function decodeExecute(payload: Buffer): ExecuteMessage {
 export function decodeFunctionCall(payload: Buffer): { oid: number; argCount: number } {
   const c = new Cursor(payload, 'FunctionCall');
   const oid = c.int32() >>> 0;
-  const nFormats = c.int16();
-  if (nFormats < 0) throw pgErrors.protocolViolation('FunctionCall: negative format count');
-  c.skip(2 * nFormats);
-  const argCount = c.int16();
-  if (argCount < 0) throw pgErrors.protocolViolation('FunctionCall: negative argument count');
-  for (let i = 0; i < argCount; i++) {
-    const len = c.int32();
-    if (len > 0) c.skip(len);
-    else if (len < -1) throw pgErrors.protocolViolation('FunctionCall: invalid argument length');
-  }
+  c.formatCodes('format');
+  const argCount = c.values('argument');
   c.int16(); // result format
   c.end();
   return { oid, argCount };

@@ -1,0 +1,220 @@
+// The hand-assembled statement/outcome lines (SessionFragments) must be exactly
+// the JSON of the typed events, and valid against the published schema.
+
+import fs from 'node:fs';
+import path from 'node:path';
+import { Ajv } from 'ajv';
+import { describe, expect, it } from 'vitest';
+import {
+  isoMicros,
+  type IdentityRecord,
+  type StatementEvent,
+  type StatementOutcomeEvent,
+  type TargetRecord,
+} from '../../src/audit/events.js';
+import { eventLine, SessionFragments } from '../../src/audit/serialize.js';
+import type { Decision } from '../../src/policy/decide.js';
+
+const schema = JSON.parse(fs.readFileSync(path.resolve(import.meta.dirname, '../../schemas/audit-event.schema.json'), 'utf8'));
+const validate = new Ajv({ allErrors: true }).compile(schema);
+
+function expectSchemaValid(event: unknown): void {
+  expect(validate(event), JSON.stringify(validate.errors)).toBe(true);
+}
+
+const SESSION = 's-0001';
+const IDENTITY: IdentityRecord = { user: 'alice', verified: false };
+const TARGET: TargetRecord = { name: 'app', engine: 'postgres', database: 'appdb', environment: 'prod' };
+
+const TEXTS: [string, string][] = [
+  ['plain', 'SELECT 1'],
+  ['quotes', `SELECT "col", 'it''s' FROM "t"`],
+  ['backslashes', String.raw`SELECT E'a\\b\n' -- \ \" \u0041`],
+  ['newlines and tabs', 'SELECT 1\n\tFROM t\r\n\tWHERE x = 1\r'],
+  ['unicode and emoji', 'SELECT \'héllo wörld — 日本語 🐘🔥👩‍💻\''],
+  ['lone surrogates', 'SELECT \'\ud800 then \udc00 and \udbff\''],
+  ['line/paragraph separators', 'SELECT \'\u2028\u2029\''],
+  ['NUL and control chars', 'SELECT \'\u0000\u0001\u001f\u007f\''],
+  ['empty', ''],
+  ['100 KB', 'SELECT \'' + 'x"\\\n🐘'.repeat(20_000) + '\''],
+];
+
+const STATEMENT_SHAPES: [string, Omit<StatementEvent['statement'], 'text'>][] = [
+  ['text only', {}],
+  ['named', { name: 'stmt_1' }],
+  ['named with portal', { name: '', portal: 'p"1\n' }],
+  ['function call', { function_oid: 2147483647 }],
+  ['everything', { name: 'n\\"', portal: 'ü', function_oid: 0 }],
+];
+
+const DECISIONS: [string, Decision][] = [
+  ['allow by default', { action: 'allow', ruleIds: [], default: true }],
+  ['allow by rule', { action: 'allow', ruleIds: ['read-only'], default: false }],
+  ['deny with message and rules', { action: 'deny', ruleIds: ['no-ddl', 'prod"guard\n'], default: false, message: 'DDL is "not" allowed\nhere 🚫' }],
+  ['deny by default without message', { action: 'deny', ruleIds: [], default: true }],
+];
+
+const PROTOCOLS: StatementEvent['protocol'][] = ['simple', 'extended', 'function_call'];
+
+/** The event decision as documented: rules from ruleIds, message only when present. */
+function eventDecision(d: Decision): StatementEvent['decision'] {
+  return { action: d.action, rules: d.ruleIds, default: d.default, ...(d.message !== undefined ? { message: d.message } : {}) };
+}
+
+function statementEvent(
+  parsed: { id: string; time: string },
+  frag: { session: string; identity: IdentityRecord; target: TargetRecord },
+  protocol: StatementEvent['protocol'],
+  statement: StatementEvent['statement'],
+  decision: Decision,
+): StatementEvent {
+  return {
+    v: 1, id: parsed.id, time: parsed.time, session: frag.session, type: 'statement',
+    identity: frag.identity, target: frag.target, protocol, statement, decision: eventDecision(decision),
+  };
+}
+
+describe('SessionFragments.statement', () => {
+  const fragments = new SessionFragments(SESSION, IDENTITY, TARGET);
+  const frag = { session: SESSION, identity: IDENTITY, target: TARGET };
+  let n = 0;
+  for (const [textName, text] of TEXTS) {
+    for (const [shapeName, shape] of STATEMENT_SHAPES) {
+      for (const [decisionName, decision] of DECISIONS) {
+        const protocol = PROTOCOLS[n++ % PROTOCOLS.length]!;
+        it(`${textName} / ${shapeName} / ${decisionName} (${protocol})`, () => {
+          const statement = { text, ...shape };
+          const { id, line } = fragments.statement(protocol, statement, decision);
+          const parsed = JSON.parse(line) as StatementEvent;
+          expect(parsed.id).toBe(id);
+          const expected = statementEvent(parsed, frag, protocol, statement, decision);
+          expect(parsed).toStrictEqual(expected);
+          // Byte-identical to the general path (the hash chain covers these bytes).
+          expect(line).toBe(eventLine(expected));
+          expectSchemaValid(parsed);
+        });
+      }
+    }
+  }
+
+  it('gives each statement a fresh id', () => {
+    const d = DECISIONS[0]![1];
+    const ids = new Set(Array.from({ length: 100 }, () => fragments.statement('simple', { text: 'SELECT 1' }, d).id));
+    expect(ids.size).toBe(100);
+  });
+});
+
+const OUTCOMES: StatementOutcomeEvent['outcome'][] = [
+  { status: 'ok', tags: ['SELECT 3'], rows: 3, sqlstate: null, duration_ms: 0.123 },
+  { status: 'ok', tags: [], rows: null, sqlstate: null, duration_ms: 0 },
+  { status: 'ok', tags: ['INSERT 0 1', 'UPDATE 2', 'SET'], rows: 3, sqlstate: null, duration_ms: 1234.567 },
+  { status: 'error', tags: [], rows: null, sqlstate: '42P01', duration_ms: 1.5 },
+  { status: 'error', tags: ['SELECT 1'], rows: 1, sqlstate: '57014', duration_ms: 30000.001 },
+  { status: 'skipped', tags: [], rows: null, sqlstate: null, duration_ms: 0.001 },
+  { status: 'lost', tags: [], rows: 0, sqlstate: null, duration_ms: 99.999 },
+  { status: 'ok', tags: ['tag "quoted"\n', '🐘'], rows: 9007199254740991, sqlstate: null, duration_ms: 1e-7 },
+];
+
+describe('SessionFragments.outcome', () => {
+  const fragments = new SessionFragments(SESSION, IDENTITY, TARGET);
+  for (const outcome of OUTCOMES) {
+    it(`${outcome.status} tags=${JSON.stringify(outcome.tags)} rows=${outcome.rows} sqlstate=${outcome.sqlstate} duration=${outcome.duration_ms}`, () => {
+      const { id: statementId } = fragments.statement('simple', { text: 'SELECT 1' }, DECISIONS[0]![1]);
+      const line = fragments.outcome(statementId, outcome);
+      const parsed = JSON.parse(line) as StatementOutcomeEvent;
+      const expected: StatementOutcomeEvent = {
+        v: 1, id: parsed.id, time: parsed.time, session: SESSION, type: 'statement_outcome', statement_id: statementId, outcome,
+      };
+      expect(parsed).toStrictEqual(expected);
+      expect(line).toBe(eventLine(expected));
+      expect(parsed.id).not.toBe(statementId);
+      expectSchemaValid(parsed);
+    });
+  }
+});
+
+describe('session fields with awkward characters', () => {
+  const cases: [string, IdentityRecord, TargetRecord][] = [
+    ['se"ss\nion\\', { user: 'bob"\n\u2028', verified: true }, { name: 'ta"rg\net', engine: 'postgres', database: 'd\tb"', environment: 'e\u0000nv' }],
+    ['🐘\ud800', { user: '', verified: false }, { name: '\\', engine: 'postgres', database: '', environment: '' }],
+  ];
+  for (const [session, identity, target] of cases) {
+    it(`stays valid JSON for session ${JSON.stringify(session)}`, () => {
+      const fragments = new SessionFragments(session, identity, target);
+      const decision = DECISIONS[2]![1];
+      const statement = { text: 'SELECT "x"' };
+      const { id, line } = fragments.statement('extended', statement, decision);
+      const parsed = JSON.parse(line) as StatementEvent;
+      const expected = statementEvent(parsed, { session, identity, target }, 'extended', statement, decision);
+      expect(parsed).toStrictEqual(expected);
+      expectSchemaValid(parsed);
+
+      const outcomeLine = fragments.outcome(id, OUTCOMES[0]!);
+      const outcome = JSON.parse(outcomeLine) as StatementOutcomeEvent;
+      expect(outcome.session).toBe(session);
+      expect(outcome.statement_id).toBe(id);
+      expectSchemaValid(outcome);
+    });
+  }
+});
+
+describe('decision cache', () => {
+  const decisionPart = (line: string): string => line.slice(line.indexOf('"decision":'));
+
+  it('serializes the same Decision object identically twice', () => {
+    const fragments = new SessionFragments(SESSION, IDENTITY, TARGET);
+    const d: Decision = { action: 'deny', ruleIds: ['r1', 'r2'], default: false, message: 'no' };
+    const a = fragments.statement('simple', { text: 'SELECT 1' }, d).line;
+    const b = fragments.statement('simple', { text: 'SELECT 2' }, d).line;
+    expect(decisionPart(a)).toBe(decisionPart(b));
+    expect((JSON.parse(b) as StatementEvent).decision).toStrictEqual(eventDecision(d));
+  });
+
+  it('does not share an entry between different Decision objects', () => {
+    const fragments = new SessionFragments(SESSION, IDENTITY, TARGET);
+    const d1: Decision = { action: 'deny', ruleIds: ['r1'], default: false, message: 'first' };
+    const d2: Decision = { action: 'deny', ruleIds: ['r1'], default: false, message: 'second' };
+    const d3: Decision = { action: 'allow', ruleIds: [], default: true };
+    for (let i = 0; i < 2; i++) {
+      for (const d of [d1, d2, d3]) {
+        const parsed = JSON.parse(fragments.statement('simple', { text: 'SELECT 1' }, d).line) as StatementEvent;
+        expect(parsed.decision).toStrictEqual(eventDecision(d));
+      }
+    }
+  });
+
+  it('works with a frozen Decision (like the allow-all default)', () => {
+    const fragments = new SessionFragments(SESSION, IDENTITY, TARGET);
+    const d = Object.freeze({ action: 'allow', ruleIds: [], default: true }) as Decision;
+    const parsed = JSON.parse(fragments.statement('simple', { text: 'SELECT 1' }, d).line) as StatementEvent;
+    expect(parsed.decision).toStrictEqual({ action: 'allow', rules: [], default: true });
+  });
+});
+
+describe('isoMicros', () => {
+  const PATTERN = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$/;
+
+  it('is ISO-8601 UTC with six fractional digits', () => {
+    for (let i = 0; i < 1000; i++) expect(isoMicros()).toMatch(PATTERN);
+  });
+
+  it('is within a few ms of Date.now()', () => {
+    const before = Date.now();
+    const t = isoMicros();
+    const after = Date.now();
+    const ms = Date.parse(t);
+    expect(ms).toBeGreaterThanOrEqual(before - 5);
+    expect(ms).toBeLessThanOrEqual(after + 5);
+  });
+
+  it('is non-decreasing over successive calls', () => {
+    let prev = isoMicros();
+    let backwards: string | null = null;
+    for (let i = 0; i < 20_000 && backwards === null; i++) {
+      const next = isoMicros();
+      if (next < prev) backwards = `${next} < ${prev}`;
+      prev = next;
+    }
+    expect(backwards).toBeNull();
+  });
+});

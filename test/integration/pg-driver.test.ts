@@ -71,6 +71,14 @@ describe('node-postgres through dbward', () => {
     expect(rest.length).toBe(40);
   });
 
+  it('carries messages larger than the socket buffers (5 MB bytea parameter and result)', async () => {
+    const c = await client();
+    const big = Buffer.alloc(5 * 1024 * 1024, 7);
+    const r = await c.query('SELECT length($1::bytea) AS n, $1::bytea AS echo', [big]);
+    expect(r.rows[0].n).toBe(big.length);
+    expect(Buffer.compare(r.rows[0].echo, big)).toBe(0);
+  });
+
   it('reports errors and recovers in the same session', async () => {
     const c = await client();
     await expect(c.query('SELECT * FROM it_driver.no_such_table')).rejects.toMatchObject({ code: '42P01' });

@@ -22,7 +22,7 @@ import { ResponseTracker, TRACKED_TYPES, type Pending } from './tracker.js';
 export const REFUSED_STAND_IN = 'DBWARD REFUSED';
 const MAX_STATEMENTS = 10_000;
 const MAX_PORTALS = 1_000;
-/** Client bytes held unprocessed before dbward stops reading the client. */
+/** Client bytes waiting behind a pending audit write before dbward stops reading the client. */
 const READER_HIGH_WATER = 1024 * 1024;
 
 type State = 'relaying' | 'closing' | 'closed';
@@ -99,12 +99,14 @@ export class PgRelay {
   private onClientData(chunk: Buffer): void {
     this.deps.metrics.clientBytes.inc(chunk.length);
     this.reader.push(chunk);
-    // Frames wait in the reader while a statement is being recorded; past a bound, stop reading.
+    if (!this.processing) return void this.process();
+    // process() is waiting on a statement's audit write; whole frames pile up behind
+    // it. Past a bound, stop reading. (Never for one large frame still arriving: it
+    // needs more bytes, and the reader caps it at maxMessageBytes.)
     if (this.reader.buffered > READER_HIGH_WATER && !this.readerFull) {
       this.readerFull = true;
       this.client.pause();
     }
-    if (!this.processing) void this.process();
   }
 
   private async process(): Promise<void> {
@@ -116,7 +118,7 @@ export class PgRelay {
         if (pending) await pending;
       }
       this.flushUpstream();
-      if (this.readerFull && this.reader.buffered <= READER_HIGH_WATER) {
+      if (this.readerFull) {
         this.readerFull = false;
         if (!this.upstreamBlocked) this.client.resume();
       }

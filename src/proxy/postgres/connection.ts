@@ -127,6 +127,8 @@ export class PgConnection {
     if (params.has('options')) this.deps.log.warn({ user, target: targetName }, 'startup "options" parameter ignored');
 
     this.phase = 'connecting';
+    // Nothing the client sends can be used before the session is live: leave it in the socket.
+    this.socket.pause();
     let upstream: UpstreamConnection;
     try {
       upstream = await connectUpstream(target.endpoint, upstreamParams(params, user));

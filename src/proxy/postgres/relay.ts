@@ -78,6 +78,7 @@ export class PgRelay {
     this.upstream.on('close', () => this.upstreamGone());
     this.upstream.on('error', (e) => { this.deps.log.warn({ err: e, session: this.pipeline.id }, 'upstream socket error'); });
     if (initial.length > 0) this.onClientData(initial);
+    this.client.resume(); // paused by the startup phase during the upstream login
   }
 
   /** Ends the session at its next idle point (between transactions) with 57P01. */

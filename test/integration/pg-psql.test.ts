@@ -2,6 +2,11 @@
 // commands, COPY both ways, transactions, cancel, TLS, and the audit trail.
 
 import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import tls from 'node:tls';
+import { serialize } from 'pg-protocol';
+import { encodeStartup } from '../../src/proxy/postgres/startup.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { conninfo, psql, startTestDaemon, type TestDaemon } from '../helpers/dbward.js';
 import { requirePostgres } from '../helpers/services.js';
@@ -107,6 +112,24 @@ describe('psql over TLS', () => {
     expect(v.code).toBe(0);
     expect(v.stdout).toMatch(/SSL connection \(protocol: TLSv1\.[23]/);
     expect(t.audit().find((e) => e.type === 'session_start')!.client.tls).toBe(true);
+  });
+
+  it('accepts GSSENCRequest (refused with N) followed by SSLRequest, as libpq sends with Kerberos credentials', async () => {
+    const raw = net.connect({ host: '127.0.0.1', port: t.port });
+    await new Promise((r) => raw.once('connect', r));
+    const byte = () => new Promise<string>((r) => raw.once('data', (b: Buffer) => r(b.toString('latin1'))));
+    let answer = byte();
+    raw.write(Buffer.from([0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x30]));
+    expect(await answer).toBe('N');
+    answer = byte();
+    raw.write(serialize.requestSsl());
+    expect(await answer).toBe('S');
+    const secure = tls.connect({ socket: raw, servername: 'localhost', ca: fs.readFileSync(testCertificate().cert) });
+    await new Promise((r) => secure.once('secureConnect', r));
+    const reply = new Promise<Buffer>((r) => secure.once('data', r));
+    secure.write(encodeStartup({ user: 'alice', database: 'test' }));
+    expect((await reply)[0]).toBe(0x52); // AuthenticationOk
+    secure.destroy();
   });
 
   it('refuses a plaintext client when TLS is required', async () => {

@@ -45,7 +45,8 @@ export class PgConnection {
   private socket: net.Socket;
   private reader: StartupReader;
   private tlsOn = false;
-  private encryptionAsked = false;
+  private sslAsked = false;
+  private gssAsked = false;
   private waiter: { resolve: (p: StartupPacket) => void; reject: (e: Error) => void } | null = null;
   private readonly onData = (chunk: Buffer) => { this.reader.push(chunk); this.pump(); };
   private readonly onGone = () => this.abort(new Error('client closed the connection during startup'));
@@ -83,10 +84,12 @@ export class PgConnection {
       switch (pkt.kind) {
         case 'ssl':
         case 'gssenc': {
-          if (this.encryptionAsked && (pkt.kind === 'ssl' || this.tlsOn)) throw pgErrors.protocolViolation('duplicate encryption request');
+          // libpq may try GSSENC, take the 'N', then ask for SSL; anything more is a loop.
+          if (this.sslAsked || (pkt.kind === 'gssenc' && this.gssAsked)) throw pgErrors.protocolViolation('duplicate encryption request');
           // Bytes after the request would be read as if encrypted (CVE-2021-23214).
           if (this.reader.pending > 0) throw pgErrors.protocolViolation('received unencrypted data after SSL request');
-          this.encryptionAsked = true;
+          if (pkt.kind === 'ssl') this.sslAsked = true;
+          else this.gssAsked = true;
           if (pkt.kind === 'ssl' && this.deps.secureContext) {
             this.socket.write('S');
             await this.upgrade(this.deps.secureContext);

@@ -7,6 +7,7 @@ import pg from 'pg';
 import Cursor from 'pg-cursor';
 import { serialize } from 'pg-protocol';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { encodeStartup } from '../../src/proxy/postgres/startup.js';
 import { startTestDaemon, type TestDaemon } from '../helpers/dbward.js';
 import { RawPg } from '../helpers/rawpg.js';
 import { requirePostgres } from '../helpers/services.js';
@@ -90,6 +91,63 @@ describe('node-postgres through dbward', () => {
     const cs = await Promise.all(Array.from({ length: 8 }, () => client()));
     const results = await Promise.all(cs.map((c, k) => c.query('SELECT $1::int * 2 AS v, pg_sleep(0.1)', [k])));
     expect(results.map((r) => r.rows[0].v)).toEqual([0, 2, 4, 6, 8, 10, 12, 14]);
+  });
+});
+
+describe('server-initiated messages through dbward', () => {
+  it('relays notices and LISTEN/NOTIFY notifications between sessions', async () => {
+    const listener = await client();
+    const notifier = await client();
+    const notices: string[] = [];
+    listener.on('notice', (n) => notices.push(n.message ?? ''));
+    await listener.query("DO $$ BEGIN RAISE NOTICE 'hello from the server'; END $$");
+    expect(notices).toContain('hello from the server');
+    await listener.query('LISTEN dbward_it');
+    const got = new Promise<pg.Notification>((r) => listener.once('notification', r));
+    await notifier.query("NOTIFY dbward_it, 'payload-42'");
+    expect(await got).toMatchObject({ channel: 'dbward_it', payload: 'payload-42' });
+  });
+});
+
+describe('raw protocol through dbward', () => {
+  it('runs a FunctionCall (fast-path) and records it', async () => {
+    const c = await RawPg.login(d.port);
+    try {
+      // FunctionCall: OID of int4pl(int4, int4), two text-format arguments, text result.
+      const oid = 177;
+      const args = [Buffer.from('40'), Buffer.from('2')];
+      const body = Buffer.concat([
+        Buffer.from([0, 0, 0, oid]), Buffer.from([0, 1, 0, 0]), Buffer.from([0, 2]),
+        ...args.flatMap((a) => [Buffer.from([0, 0, 0, a.length]), a]), Buffer.from([0, 0]),
+      ]);
+      const msg = Buffer.concat([Buffer.from('F'), Buffer.from([0, 0, 0, 0]), body]);
+      msg.writeInt32BE(msg.length - 1, 1);
+      const replies: Buffer[] = [];
+      c.socket.prependListener('data', (b: Buffer) => replies.push(b));
+      c.send(msg);
+      await expect.poll(() => Buffer.concat(replies).includes(Buffer.from([0x5a, 0, 0, 0, 5]))).toBe(true);
+      // FunctionCallResponse 'V': length 4+4+2, value length 2, "42".
+      expect(Buffer.concat(replies).includes(Buffer.concat([Buffer.from('V'), Buffer.from([0, 0, 0, 10, 0, 0, 0, 2]), Buffer.from('42')]))).toBe(true);
+      await expect.poll(() => d.audit().some((e) => e.type === 'statement' && e.protocol === 'function_call' && e.statement.function_oid === oid)).toBe(true);
+    } finally {
+      c.end();
+    }
+  });
+
+  it('answers a protocol 3.2 startup with NegotiateProtocolVersion (3.0) and goes on', async () => {
+    const c = await RawPg.connect(d.port);
+    try {
+      const replies: Buffer[] = [];
+      c.socket.prependListener('data', (b: Buffer) => replies.push(b));
+      c.send(encodeStartup({ user: 'alice', database: 'test', '_pq_.compression': 'on' }, 2));
+      await expect.poll(() => Buffer.concat(replies).includes(Buffer.from([0x5a, 0, 0, 0, 5]))).toBe(true);
+      const all = Buffer.concat(replies);
+      expect(all[0]).toBe(0x76); // 'v' first
+      expect(all.readInt32BE(5)).toBe(0); // newest minor supported: 3.0
+      expect(all.toString('latin1')).toContain('_pq_.compression');
+    } finally {
+      c.end();
+    }
   });
 });
 

@@ -109,11 +109,18 @@ export function eventBase(session: string): Base {
   return { v: 1, id: randomUUID(), time: isoMicros(), session };
 }
 
+let cachedMs = -1;
+let cachedPrefix = '';
+
 /** Now as ISO-8601 UTC with microsecond precision. */
 export function isoMicros(): string {
   const now = performance.timeOrigin + performance.now();
   const ms = Math.floor(now);
+  if (ms !== cachedMs) {
+    // Formatting a Date is most of the cost; statements within one millisecond share it.
+    cachedMs = ms;
+    cachedPrefix = new Date(ms).toISOString().slice(0, -1);
+  }
   const micros = Math.min(999, Math.floor((now - ms) * 1000));
-  const iso = new Date(ms).toISOString(); // ...sss'Z'
-  return `${iso.slice(0, -1)}${micros < 10 ? '00' : micros < 100 ? '0' : ''}${micros}Z`;
+  return `${cachedPrefix}${micros < 10 ? '00' : micros < 100 ? '0' : ''}${micros}Z`;
 }

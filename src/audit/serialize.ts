@@ -3,8 +3,9 @@
 // stringified once; the result is the same JSON that JSON.stringify would give
 // for the typed event (a unit test holds them together).
 
+import { randomUUID } from 'node:crypto';
 import type { Decision } from '../policy/decide.js';
-import { eventBase, type AuditEvent, type IdentityRecord, type StatementEvent, type StatementOutcomeEvent, type TargetRecord } from './events.js';
+import { isoMicros, type AuditEvent, type IdentityRecord, type StatementEvent, type StatementOutcomeEvent, type TargetRecord } from './events.js';
 
 /** Serializes any event (the general, slower path). */
 export function eventLine(event: AuditEvent): string {
@@ -26,18 +27,17 @@ export class SessionFragments {
 
   /** The statement event line and its id. */
   statement(protocol: StatementEvent['protocol'], statement: StatementEvent['statement'], decision: Decision): { id: string; line: string } {
-    const base = eventBase(this.session);
-    const line = `{"v":1,"id":"${base.id}","time":"${base.time}","session":${this.sessionJson},"type":"statement",`
+    const id = randomUUID();
+    const line = `{"v":1,"id":"${id}","time":"${isoMicros()}","session":${this.sessionJson},"type":"statement",`
       + `"identity":${this.identityJson},"target":${this.targetJson},"protocol":"${protocol}",`
       + `"statement":${JSON.stringify(statement)},"decision":${this.decisionJson(decision)}}`;
-    return { id: base.id, line };
+    return { id, line };
   }
 
   /** The outcome event line of a statement. */
   outcome(statementId: string, outcome: StatementOutcomeEvent['outcome']): string {
-    const base = eventBase(this.session);
     const tags = outcome.tags.length === 0 ? '[]' : JSON.stringify(outcome.tags);
-    return `{"v":1,"id":"${base.id}","time":"${base.time}","session":${this.sessionJson},"type":"statement_outcome",`
+    return `{"v":1,"id":"${randomUUID()}","time":"${isoMicros()}","session":${this.sessionJson},"type":"statement_outcome",`
       + `"statement_id":"${statementId}","outcome":{"status":"${outcome.status}","tags":${tags},"rows":${outcome.rows},`
       + `"sqlstate":${outcome.sqlstate === null ? 'null' : JSON.stringify(outcome.sqlstate)},"duration_ms":${outcome.duration_ms}}}`;
   }

@@ -16,7 +16,7 @@ import { errorResponse } from './backend.js';
 import { PgError, pgErrors } from './errors.js';
 import { BackendScanner, FrontendReader, type Frame } from './frames.js';
 import { decodeBind, decodeDescribeOrClose, decodeExecute, decodeFunctionCall, decodeParse, decodeQuery, F } from './frontend.js';
-import { ResponseTracker, TRACKED_TYPES, type Pending } from './tracker.js';
+import { ResponseTracker, TRACKED_TYPES, type OutcomeSink, type Pending } from './tracker.js';
 
 /** SQL the server rejects in its grammar, before anything runs: the stand-in for a refused message. */
 export const REFUSED_STAND_IN = 'DBWARD REFUSED';
@@ -47,6 +47,8 @@ export class PgRelay {
   private readonly statements = new Map<string, Prepared>();
   private readonly portals = new Map<string, Prepared>();
   private out: Buffer[] = [];
+  /** Outcomes settled by the server's reply, recorded once the reply is written. */
+  private settled: [Admission, Parameters<OutcomeSink>[0]][] = [];
   private processing = false;
   private draining = false;
   private upstreamBlocked = false;
@@ -222,7 +224,7 @@ export class PgRelay {
       const standIn = kind === 'execute' ? serialize.execute({ portal: '\u0001dbward-refused' }) : serialize.query(REFUSED_STAND_IN);
       return this.substitute(standIn, kind, refusalError(admitted));
     }
-    this.forward(frame, { kind, onOutcome: (o) => this.pipeline.complete(admitted, o) });
+    this.forward(frame, { kind, onOutcome: (o) => this.settled.push([admitted, o]) });
     this.deps.metrics.overhead.observe(Number(process.hrtime.bigint() - t0) / 1e9);
   }
 
@@ -261,13 +263,20 @@ export class PgRelay {
       this.deps.log.warn({ err, session: this.pipeline.id }, 'upstream protocol violation');
       return this.terminate(err instanceof PgError ? err : pgErrors.upstreamLost());
     }
-    const ok = writeAll(this.client, out);
+    const ok = out.length === 0 || writeAll(this.client, out);
+    this.recordOutcomes(); // after the reply is on its way: not on the client's critical path
     if (this.state === 'closing' && this.draining) return this.terminate(pgErrors.adminShutdown());
     if (!ok) {
       // A slow client: stop reading the server rather than buffering its result.
       this.upstream.pause();
       this.client.once('drain', () => this.upstream.resume());
     }
+  }
+
+  private recordOutcomes(): void {
+    if (this.settled.length === 0) return;
+    for (const [admission, outcome] of this.settled) this.pipeline.complete(admission, outcome);
+    this.settled = [];
   }
 
   private writeClient(b: Buffer): void {
@@ -296,6 +305,7 @@ export class PgRelay {
     if (this.state === 'closed') return;
     this.state = 'closed';
     this.tracker.abandon();
+    this.recordOutcomes();
     this.pipeline.end(reason);
     this.client.destroySoon();
     if (!this.upstream.destroyed) this.upstream.destroySoon();

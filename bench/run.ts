@@ -6,6 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs, type BenchArgs, type Endpoint } from './lib/args.js';
+import { setPinning } from './lib/pin.js';
 import { countLines } from './lib/audit.js';
 import { ensureBenchDb, resetTpcb } from './lib/db.js';
 import { generateConfig, readOperatorConfig, type DbwardSetup } from './lib/dbward-config.js';
@@ -55,6 +56,7 @@ function pgbenchVersion(): string {
 
 async function main(): Promise<void> {
   const args = parseArgs(process.argv.slice(2));
+  setPinning(args.pin);
   const list = scenarios(args);
   if (list.length === 0) throw new Error(`--only ${args.only?.source} matches no scenario`);
 

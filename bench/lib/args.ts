@@ -12,6 +12,8 @@ export interface BenchArgs {
   endpoints: Endpoint[];
   /** Also run the -C connection-setup scenario. */
   connect: boolean;
+  /** Pin the proxy to CPU 1 and pgbench to CPU 0 (taskset). */
+  pin: boolean;
 }
 
 const USAGE = `usage: npm run bench -- [options]
@@ -21,6 +23,7 @@ const USAGE = `usage: npm run bench -- [options]
   --only PATTERN        run only scenarios whose id matches PATTERN (regex, e.g. 'select-simple|tpcb')
   --endpoints LIST      comma list of direct,relay,dbward (default all three)
   --connect             also measure connection setup cost (pgbench -C)
+  --pin                 pin the proxy to CPU 1 and pgbench to CPU 0 (taskset), every leg alike
   --dbward-config FILE  start dbward with this config instead of the generated one
                         (it must route database dbward_bench to 127.0.0.1:5432 as user root)`;
 
@@ -40,6 +43,7 @@ export function parseArgs(argv: string[]): BenchArgs {
     dbwardConfig: null,
     endpoints: [...ALL_ENDPOINTS],
     connect: false,
+    pin: false,
   };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
@@ -59,6 +63,9 @@ export function parseArgs(argv: string[]): BenchArgs {
         break;
       case '--dbward-config':
         out.dbwardConfig = next() ?? null;
+        break;
+      case '--pin':
+        out.pin = true;
         break;
       case '--connect':
         out.connect = true;

@@ -1,5 +1,6 @@
 // Spawning pgbench and turning its text summary into numbers.
 import { spawn } from 'node:child_process';
+import { pinned } from './pin.js';
 import { track } from './children.js';
 
 export interface Target {
@@ -36,7 +37,8 @@ export function pgEnv(t: Target): NodeJS.ProcessEnv {
 /** Run a command to completion, returning stdout/stderr; rejects on non-zero exit. */
 export function exec(cmd: string, args: string[], env: NodeJS.ProcessEnv): Promise<{ stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
-    const child = track(spawn(cmd, args, { env, stdio: ['ignore', 'pipe', 'pipe'] }));
+    const [c, argv] = cmd === 'pgbench' ? pinned('client', cmd, args) : [cmd, args];
+    const child = track(spawn(c, argv, { env, stdio: ['ignore', 'pipe', 'pipe'] }));
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));

@@ -1,5 +1,6 @@
 // Launching the relay and dbward as child processes and waiting for them to be usable.
 import { spawn, type ChildProcess } from 'node:child_process';
+import { pinned } from './pin.js';
 import { createWriteStream, existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
@@ -22,7 +23,8 @@ export function freePort(): Promise<number> {
 /** Spawn `node args...` from `cwd`, stdout/stderr to `logFile`; the child is tracked for cleanup. */
 function spawnNode(args: string[], cwd: string, logFile: string): ChildProcess {
   const log = createWriteStream(logFile);
-  const child = track(spawn(process.execPath, args, { cwd, stdio: ['ignore', 'pipe', 'pipe'] }));
+  const [cmd, argv] = pinned('proxy', process.execPath, args);
+  const child = track(spawn(cmd, argv, { cwd, stdio: ['ignore', 'pipe', 'pipe'] }));
   child.stdout.pipe(log, { end: false });
   child.stderr.pipe(log, { end: false });
   return child;

@@ -136,19 +136,14 @@ export class FileAuditSink implements AuditSink {
     if (this.lines.length === 0) return this.settleIdle();
     this.observer.queueDepth?.(this.lines.length);
     if (this.fsyncMode === 'none') {
-      const waiters = this.waiters;
-      this.waiters = [];
+      // Only appended lines wait here: commits in this mode were written when made.
       try {
         this.writeQueuedSync(null);
-      } catch (err) {
-        for (const w of waiters) w.reject(err as Error);
-        // Appended lines stay queued and are retried; metrics and /readyz report the failure.
-        const refused = new Set(waiters.map((w) => w.line));
-        this.lines = this.lines.filter((l) => !refused.has(l));
+      } catch {
+        // Kept queued and retried; metrics and /readyz report the failure.
         this.schedule(RETRY_MS);
         return;
       }
-      for (const w of waiters) w.resolve();
       return this.settleIdle();
     }
     const buf = Buffer.from(this.lines.join('\n') + '\n');

@@ -43,11 +43,6 @@ export function authenticationOk(): Buffer {
   return frame('R', int32(0));
 }
 
-/** AuthenticationCleartextPassword: the client answers with a PasswordMessage. */
-export function authenticationCleartextPassword(): Buffer {
-  return frame('R', int32(3));
-}
-
 /** ParameterStatus (name, value). */
 export function parameterStatus(name: string, value: string): Buffer {
   return frame('S', Buffer.concat([cstr(name), cstr(value)]));

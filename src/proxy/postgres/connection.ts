@@ -4,9 +4,7 @@
 
 import type net from 'node:net';
 import tls from 'node:tls';
-import type { Logger } from 'pino';
-import type { Metrics } from '../../admin/metrics.js';
-import { eventBase, type AuditSink, type ClientRecord } from '../../audit/events.js';
+import { eventBase, type ClientRecord } from '../../audit/events.js';
 import { eventLine } from '../../audit/serialize.js';
 import { SessionPipeline, type PipelineDeps, type TargetInfo } from '../session.js';
 import { authenticationOk, backendKeyData, errorResponse, negotiateProtocolVersion, parameterStatus, readyForQuery } from './backend.js';
@@ -29,9 +27,6 @@ export interface ConnectionDeps extends PipelineDeps {
   secureContext: tls.SecureContext | undefined;
   requireTls: boolean;
   limits: { maxStartupBytes: number; maxMessageBytes: number; startupTimeoutMs: number };
-  metrics: Metrics;
-  log: Logger;
-  audit: AuditSink;
 }
 
 /** Startup parameters passed upstream; everything else (options, replication...) stays with dbward. */

@@ -100,7 +100,7 @@ function decodeParams(body: Buffer): Map<string, string> {
   return params;
 }
 
-/** Encodes a StartupMessage (used by tests and by the upstream connector's callers). */
+/** Encodes a StartupMessage with any 3.x minor (pg-protocol's serializer fixes 3.0); tests drive the decoder with it. */
 export function encodeStartup(params: Record<string, string>, minor = 0): Buffer {
   const body = Buffer.concat([
     ...Object.entries(params).flatMap(([k, v]) => [Buffer.from(k + '\0'), Buffer.from(v + '\0')]),

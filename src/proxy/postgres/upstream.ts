@@ -32,8 +32,6 @@ export interface UpstreamConnection {
   parameters: [string, string][];
   pid: number;
   secret: number;
-  /** Bytes the server sent after its first ReadyForQuery (normally none). */
-  leftover: Buffer;
 }
 
 /** Why an upstream login failed; `sqlstate` is the server's when it sent one. */
@@ -189,7 +187,7 @@ function login(socket: net.Socket, ep: UpstreamEndpoint, params: Record<string, 
         case 'readyForQuery':
           done = true;
           cleanup();
-          resolve({ socket, parameters, pid, secret, leftover: Buffer.alloc(0) });
+          resolve({ socket, parameters, pid, secret });
           break;
         case 'error':
           throw new UpstreamError(`server refused login: ${m.message ?? 'unknown error'}`, m.code);

@@ -12,7 +12,8 @@ import { resolveSecret } from './config/secrets.js';
 import type { Config, TargetConfig } from './config/types.js';
 import { allowAllPolicy, type PolicyEngine } from './policy/decide.js';
 import { CancelRegistry } from './proxy/postgres/cancel.js';
-import type { PgTarget } from './proxy/postgres/connection.js';
+import type { PgTarget, SessionAuth } from './proxy/postgres/connection.js';
+import { TokenVerifier, type VerifierOptions } from './identity/verifier.js';
 import { PgListener } from './proxy/postgres/listener.js';
 
 /** A running dbward. */
@@ -28,13 +29,16 @@ export interface Daemon {
 }
 
 /** Starts dbward from a validated config. Secrets are resolved now, so a missing one fails at start. */
-export async function startDaemon(config: Config, opts: { log?: Logger } = {}): Promise<Daemon> {
+export async function startDaemon(config: Config, opts: { log?: Logger; verifier?: VerifierOptions } = {}): Promise<Daemon> {
   const log = opts.log ?? pino({ level: config.log.level, base: { service: 'dbward' } });
   const metrics = new Metrics();
   const targets = new Map<string, PgTarget>(config.targets.map((t) => [t.name, pgTarget(t)]));
   const audit = new FileAuditSink(config.audit.file.path, config.audit.file.fsync, metrics.auditObserver());
   const policy: { current: PolicyEngine } = { current: allowAllPolicy };
   const cancels = new CancelRegistry();
+  // One verifier for all listeners: they share the discovered keys.
+  const verifier = config.identity.mode === 'oidc' ? new TokenVerifier(config.identity.verifier, opts.verifier) : null;
+  if (!verifier) log.warn('identity.mode is unverified: sessions are NOT authenticated (loopback listeners only)');
   const listeners: { name: string; listener: PgListener }[] = [];
   const ports: Record<string, number> = {};
   let admin: { server: http.Server; port: number } | null = null;
@@ -45,8 +49,11 @@ export async function startDaemon(config: Config, opts: { log?: Logger } = {}): 
       const secureContext = l.tls
         ? tls.createSecureContext({ cert: fs.readFileSync(l.tls.cert), key: fs.readFileSync(l.tls.key), minVersion: 'TLSv1.2' })
         : undefined;
+      const auth: SessionAuth = config.identity.mode === 'oidc'
+        ? { mode: 'oidc', verifier: verifier!, graceMs: config.identity.expiryGraceSec * 1000, allowPlaintextToken: l.allowPlaintextToken }
+        : { mode: 'unverified' };
       const listener = new PgListener({
-        targets, cancels, secureContext, requireTls: l.requireTls, limits: config.limits,
+        targets, cancels, secureContext, requireTls: l.requireTls, auth, limits: config.limits,
         metrics, log: log.child({ listener: l.name }), audit, policy,
       });
       ports[l.name] = await listener.listen(l.host, l.port);
@@ -100,5 +107,7 @@ function pgTarget(t: TargetConfig): PgTarget {
       ca: t.tls.ca ? fs.readFileSync(t.tls.ca) : undefined,
       connectTimeoutMs: t.connectTimeoutMs,
     },
+    roles: t.roles,
+    defaultRole: t.defaultRole,
   };
 }

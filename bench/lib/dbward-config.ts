@@ -24,6 +24,7 @@ export async function generateConfig(dir: string, database: string): Promise<Dbw
   - { name: pg, host: 127.0.0.1, port: ${port}, require_tls: false }
 targets:
   - { name: ${database}, host: 127.0.0.1, port: 5432, database: ${database}, user: root, tls: { mode: disable } }
+identity: { mode: unverified }
 audit:
   file: { path: ${JSON.stringify(auditPath)}, fsync: none }
 admin: { host: 127.0.0.1, port: ${admin} }

@@ -1,13 +1,25 @@
 // Audit event shapes (schemas/audit-event.schema.json is the published form; a
-// test checks emitted events against it). Version 1: session start/end, auth
-// failure, statement (written before forwarding) and statement outcome.
+// test checks emitted events against it). Version 1: session start/end/refusal,
+// auth failure, statement (written before forwarding) and statement outcome.
 
 import { randomUUID } from 'node:crypto';
 
+/** Who ran a session, as the audit trail records it. Never the token. */
 export interface IdentityRecord {
   user: string;
-  /** False until OIDC verification lands: the user is the client's claimed startup name. */
+  /** False only in identity.mode unverified: the user is the client's claimed startup name. */
   verified: boolean;
+  subject?: string;
+  name?: string;
+  email?: string;
+  groups?: string[];
+  kind?: 'human' | 'service' | 'agent';
+  issuer?: string;
+  client_id?: string;
+  /** The upstream database role the session runs as (from the target's group mapping); null when none is set. */
+  role?: string | null;
+  /** Token expiry (ISO-8601): the session ends then (plus grace). */
+  expires_at?: string;
 }
 
 export interface ClientRecord {
@@ -56,6 +68,19 @@ export interface SessionRefusedEvent extends Base {
   reason: string;
 }
 
+/** A client that did not authenticate; no upstream connection was opened for it. */
+export interface AuthFailureEvent extends Base {
+  type: 'auth_failure';
+  /** The user name the client claimed. */
+  user: string;
+  client: ClientRecord;
+  target: string | null;
+  /** Stable reason code, e.g. TOKEN_EXPIRED, TOKEN_SIGNATURE, USER_MISMATCH, ISSUER_UNAVAILABLE, NO_TOKEN. */
+  reason: string;
+  message: string;
+  sqlstate: string;
+}
+
 export interface StatementEvent extends Base {
   type: 'statement';
   identity: IdentityRecord;
@@ -82,6 +107,7 @@ export type AuditEvent =
   | SessionStartEvent
   | SessionEndEvent
   | SessionRefusedEvent
+  | AuthFailureEvent
   | StatementEvent
   | StatementOutcomeEvent;
 

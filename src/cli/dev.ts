@@ -1,19 +1,25 @@
 // `dbward dev` / `npm start`: dbward in front of an embedded demo database
-// (PGlite, in a child process), with a self-signed TLS certificate when openssl is available, and a
-// ready-to-paste psql line.
+// (PGlite, in a child process) and a development identity provider (oidc-provider
+// on loopback), with a self-signed TLS certificate when openssl is available, a
+// ready token and a ready-to-paste psql line.
 
-import os from 'node:os';
+import fs from 'node:fs';
 import path from 'node:path';
 import type { Config } from '../config/types.js';
 import { startDaemon, type Daemon } from '../daemon.js';
 import { startDemoDatabaseProcess } from '../embedded/demo-db-process.js';
 import { createDevCertificate } from '../embedded/devcert.js';
+import { ACCOUNTS, AGENT_CLIENT, DBWARD_RESOURCE, DEVICE_CLIENT_ID, startDevIssuer, type DevIssuer } from '../embedded/dev-idp.js';
+import { resolveIdentityConfig } from '../identity/types.js';
+
+/** Demo tokens live a working day, so the printed line keeps working. */
+const DEV_TOKEN_TTL_SEC = 8 * 3600;
 
 /** Starts the demo database and dbward in front of it; prints how to connect. */
-export async function runDev(opts: { port: number; adminPort: number; stateDir?: string }): Promise<Daemon & { onStop: () => Promise<void> }> {
+export async function runDev(opts: { port: number; adminPort: number; idpPort: number; stateDir?: string }): Promise<Daemon & { onStop: () => Promise<void> }> {
   const stateDir = path.resolve(opts.stateDir ?? '.dbward');
-  process.stderr.write('dbward dev: starting the embedded demo database (PGlite)...\n');
-  const db = await startDemoDatabaseProcess();
+  process.stderr.write('dbward dev: starting the embedded demo database (PGlite) and the development identity provider...\n');
+  const [db, idp] = await Promise.all([startDemoDatabaseProcess(), startDevIssuer({ port: opts.idpPort, accessTokenTTL: DEV_TOKEN_TTL_SEC })]);
   let cert: Awaited<ReturnType<typeof createDevCertificate>>;
   try {
     cert = await createDevCertificate(path.join(stateDir, 'tls'));
@@ -23,11 +29,19 @@ export async function runDev(opts: { port: number; adminPort: number; stateDir?:
   }
   const config: Config = {
     source: '(dev)',
-    listeners: [{ name: 'postgres', engine: 'postgres', host: '127.0.0.1', port: opts.port, requireTls: false, ...(cert ? { tls: cert } : {}) }],
+    // Loopback only, so a plaintext token is tolerable when openssl is missing.
+    listeners: [{ name: 'postgres', engine: 'postgres', host: '127.0.0.1', port: opts.port, requireTls: false, allowPlaintextToken: true, ...(cert ? { tls: cert } : {}) }],
     targets: [{
       name: 'demo', engine: 'postgres', host: db.host, port: db.port, database: db.database, user: db.user,
       password: { none: true }, tls: { mode: 'disable' }, environment: 'development', labels: { embedded: 'pglite' }, connectTimeoutMs: 5000,
+      // PGlite is single-role, so the demo maps no groups to roles.
+      roles: [], defaultRole: null,
     }],
+    identity: {
+      mode: 'oidc',
+      verifier: resolveIdentityConfig({ issuer: idp.issuer, audience: 'dbward', kind: { claim: 'dbward_kind', agentClients: [AGENT_CLIENT.id] } }),
+      expiryGraceSec: 0,
+    },
     audit: { file: { path: path.join(stateDir, 'audit', 'dbward.jsonl'), fsync: 'none' } },
     admin: { host: '127.0.0.1', port: opts.adminPort },
     limits: { maxMessageBytes: 128 * 1024 * 1024, maxStartupBytes: 10_000, startupTimeoutMs: 10_000 },
@@ -38,21 +52,47 @@ export async function runDev(opts: { port: number; adminPort: number; stateDir?:
   try {
     daemon = await startDaemon(config);
   } catch (err) {
-    await db.stop();
+    await Promise.all([db.stop(), idp.close()]);
     throw err;
   }
-  const user = os.userInfo().username || 'developer';
-  const sslmode = cert ? 'require' : 'disable';
-  process.stderr.write([
+  const user = ACCOUNTS.alice!.email;
+  let token: string;
+  try {
+    token = await idp.mintToken('alice');
+  } catch (err) {
+    await Promise.all([daemon.stop(), db.stop(), idp.close()]);
+    throw err;
+  }
+  const tokenFile = path.join(stateDir, 'alice.token');
+  fs.mkdirSync(stateDir, { recursive: true, mode: 0o700 });
+  fs.writeFileSync(tokenFile, `${token}\n`, { mode: 0o600 });
+  process.stderr.write(readyText(daemon, idp, { user, token, tokenFile, tls: Boolean(cert), audit: config.audit.file.path }));
+  return Object.assign(daemon, { onStop: async () => { await Promise.all([db.stop(), idp.close()]); } });
+}
+
+function readyText(daemon: Daemon, idp: DevIssuer, o: { user: string; token: string; tokenFile: string; tls: boolean; audit: string }): string {
+  const sslmode = o.tls ? 'require' : 'disable';
+  const cli = `--issuer ${idp.issuer} --client-id`;
+  return [
     '',
     `dbward is ready. Demo target "demo" (embedded PGlite, seeded with PII), listener 127.0.0.1:${daemon.ports.postgres}.`,
+    `Development identity provider: ${idp.issuer} (demo users ${Object.values(ACCOUNTS).map((a) => a.email).join(', ')}; any password).`,
     '',
-    `  psql "host=127.0.0.1 port=${daemon.ports.postgres} dbname=demo user=${user} sslmode=${sslmode}"`,
+    `A ready token for ${o.user}, valid ${DEV_TOKEN_TTL_SEC / 3600} h (also in ${o.tokenFile}):`,
     '',
-    `Audit trail: ${config.audit.file.path}   Metrics: http://127.0.0.1:${daemon.adminPort}/metrics`,
-    cert ? '' : 'openssl was not found, so TLS is off in dev mode.',
+    `  ${o.token}`,
+    '',
+    'Connect with it:',
+    '',
+    `  PGPASSWORD=${o.token} psql "host=127.0.0.1 port=${daemon.ports.postgres} dbname=demo user=${o.user} sslmode=${sslmode}"`,
+    '',
+    'Or get your own token:',
+    `  dbward login ${cli} ${DEVICE_CLIENT_ID} --resource ${DBWARD_RESOURCE}     # device flow; then PGPASSWORD=$(dbward token)`,
+    `  DBWARD_CLIENT_SECRET=${AGENT_CLIENT.secret} dbward token --client-credentials ${cli} ${AGENT_CLIENT.id} --resource ${DBWARD_RESOURCE}   # an AI agent (user ${AGENT_CLIENT.id})`,
+    '',
+    `Audit trail: ${o.audit}   Metrics: http://127.0.0.1:${daemon.adminPort}/metrics`,
+    o.tls ? '' : 'openssl was not found, so TLS is off in dev mode.',
     'Ctrl-C stops.',
     '',
-  ].join('\n'));
-  return Object.assign(daemon, { onStop: () => db.stop() });
+  ].join('\n');
 }

@@ -11,8 +11,13 @@ const HELP = `dbward: identity-aware database proxy
 
 Usage:
   dbward start -c dbward.yaml     run the proxy from a config file
-  dbward dev [--port 6432] [--admin-port 6480] [--state-dir .dbward]
+  dbward dev [--port 6432] [--admin-port 6480] [--idp-port 6488] [--state-dir .dbward]
                                   run on an embedded demo database (what npm start does)
+  dbward login --issuer URL --client-id ID [--resource R] [--scope S]
+                                  log in with the OIDC device flow; caches the tokens
+  dbward token                    print a valid access token: PGPASSWORD=$(dbward token)
+  dbward token --client-credentials --issuer URL --client-id ID [--resource R]
+                                  token for a service or agent (secret in DBWARD_CLIENT_SECRET)
   dbward --version
 
 Signals: SIGTERM/SIGINT drain sessions (up to shutdown.drain_timeout_ms) and exit.
@@ -42,17 +47,23 @@ async function main(argv: string[]): Promise<number> {
   if (command === 'dev') {
     const { values } = parseArgs({
       args: rest, strict: true,
-      options: { port: { type: 'string' }, 'admin-port': { type: 'string' }, 'state-dir': { type: 'string' } },
+      options: { port: { type: 'string' }, 'admin-port': { type: 'string' }, 'idp-port': { type: 'string' }, 'state-dir': { type: 'string' } },
     });
     // Loaded only here: production `start` never loads the embedded database.
     const { runDev } = await import('./dev.js');
     const daemon = await runDev({
       port: values.port ? Number(values.port) : 6432,
       adminPort: values['admin-port'] ? Number(values['admin-port']) : 6480,
+      idpPort: values['idp-port'] ? Number(values['idp-port']) : 6488,
       ...(values['state-dir'] ? { stateDir: values['state-dir'] } : {}),
     });
     await untilSignal(daemon);
     return 0;
+  }
+  if (command === 'login' || command === 'token') {
+    // Loaded only here: the daemon never needs the OIDC client side.
+    const auth = await import('./auth.js');
+    return command === 'login' ? auth.login(rest) : auth.token(rest);
   }
   process.stderr.write(`dbward: unknown command "${command}"\n\n${HELP}`);
   return 2;

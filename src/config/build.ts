@@ -1,7 +1,9 @@
 // Turns schema-valid YAML data (snake_case) into the camelCase Config: cross-field checks
 // the schema cannot express, defaults, and paths resolved against the config file.
 import path from 'node:path';
-import type { Config, ListenerConfig, SecretRef, TargetConfig } from './types.js';
+import { resolveIdentityConfig } from '../identity/types.js';
+import { isLoopbackHost } from '../identity/verifier.js';
+import type { Config, IdentitySettings, ListenerConfig, SecretRef, TargetConfig } from './types.js';
 import { fieldPath, type Locator, type PathSegment } from './locate.js';
 import type { SchemaProblem } from './schema.js';
 
@@ -13,6 +15,7 @@ interface RawListener {
   port?: number;
   tls?: { cert: string; key: string };
   require_tls?: boolean;
+  allow_plaintext_token?: boolean;
 }
 
 interface RawTarget {
@@ -27,11 +30,27 @@ interface RawTarget {
   environment?: string;
   labels?: Record<string, string>;
   connect_timeout_ms?: number;
+  roles?: { group: string; role: string }[];
+  default_role?: string;
+}
+
+interface RawIdentity {
+  mode?: 'oidc' | 'unverified';
+  issuer?: string;
+  audience?: string | string[];
+  user_claim?: string;
+  groups_claim?: string;
+  kind?: { claim?: string; agent_clients?: string[]; service_clients?: string[] };
+  algorithms?: string[];
+  clock_tolerance_sec?: number;
+  discovery_timeout_ms?: number;
+  expiry_grace_sec?: number;
 }
 
 export interface RawConfig {
   listeners: RawListener[];
   targets: RawTarget[];
+  identity: RawIdentity;
   audit?: { file?: { path?: string; fsync?: 'none' | 'batch' } };
   admin?: { host?: string; port?: number | null };
   limits?: { max_message_bytes?: number; max_startup_bytes?: number; startup_timeout_ms?: number };
@@ -54,6 +73,8 @@ export function crossFieldProblems(data: unknown, locate: Locator): SchemaProble
     problems.push({ ...locate.value(at), field: fieldPath(at), message });
   };
 
+  const identity = (data as Record<string, unknown> | null)?.identity as Record<string, unknown> | undefined;
+  const unverified = identity?.mode === 'unverified';
   const listenerNames = new Map<string, number>();
   const addresses = new Map<string, number>();
   entries(data, 'listeners').forEach((l, i) => {
@@ -78,6 +99,13 @@ export function crossFieldProblems(data: unknown, locate: Locator): SchemaProble
 
     // Without a certificate no client could ever satisfy require_tls, so the listener would be useless.
     if (l.require_tls === true && l.tls === undefined) report(['listeners', i, 'require_tls'], 'is true but this listener has no tls (cert and key)');
+    // A token sent in clear over a network is a credential handed to anyone on the path.
+    if (l.allow_plaintext_token === true && typeof host === 'string' && !isLoopbackHost(host)) {
+      report(['listeners', i, 'allow_plaintext_token'], `is only allowed on a loopback host, not ${host}`);
+    }
+    if (unverified && typeof host === 'string' && !isLoopbackHost(host)) {
+      report(['listeners', i, 'host'], `must be a loopback address while identity.mode is unverified (sessions are not authenticated), not ${host}`);
+    }
   });
 
   const targetNames = new Map<string, number>();
@@ -86,7 +114,17 @@ export function crossFieldProblems(data: unknown, locate: Locator): SchemaProble
     const first = targetNames.get(t.name);
     if (first !== undefined) report(['targets', i, 'name'], `duplicate target name "${t.name}" (already used by targets[${first}])`);
     else targetNames.set(t.name, i);
+    if (t.default_role !== undefined && !(Array.isArray(t.roles) && t.roles.length > 0)) {
+      report(['targets', i, 'default_role'], 'has no effect without roles; remove it or add roles');
+    }
   });
+  if (identity && typeof identity.issuer === 'string') {
+    let url: URL | undefined;
+    try { url = new URL(identity.issuer); } catch { report(['identity', 'issuer'], 'is not a URL'); }
+    if (url && url.protocol !== 'https:' && !(url.protocol === 'http:' && isLoopbackHost(url.hostname))) {
+      report(['identity', 'issuer'], 'must use https (plain http only on a loopback host)');
+    }
+  }
   return problems;
 }
 
@@ -102,6 +140,7 @@ export function buildConfig(raw: RawConfig, source: string): Config {
       host: l.host ?? '127.0.0.1',
       port: l.port ?? 6432,
       requireTls: l.require_tls ?? l.tls !== undefined,
+      allowPlaintextToken: l.allow_plaintext_token ?? false,
     };
     if (l.tls) out.tls = { cert: rel(l.tls.cert), key: rel(l.tls.key) };
     return out;
@@ -122,6 +161,8 @@ export function buildConfig(raw: RawConfig, source: string): Config {
       environment: t.environment ?? 'default',
       labels: { ...(t.labels ?? {}) },
       connectTimeoutMs: t.connect_timeout_ms ?? 5000,
+      roles: (t.roles ?? []).map((r) => ({ group: r.group, role: r.role })),
+      defaultRole: t.default_role ?? null,
     };
   });
 
@@ -129,6 +170,7 @@ export function buildConfig(raw: RawConfig, source: string): Config {
     source,
     listeners,
     targets,
+    identity: identitySettings(raw.identity),
     audit: {
       file: {
         path: rel(raw.audit?.file?.path ?? 'audit/dbward.jsonl'),
@@ -144,6 +186,29 @@ export function buildConfig(raw: RawConfig, source: string): Config {
     },
     log: { level: raw.log?.level ?? 'info' },
     shutdown: { drainTimeoutMs: raw.shutdown?.drain_timeout_ms ?? 30_000 },
+  };
+}
+
+function identitySettings(raw: RawIdentity): IdentitySettings {
+  if (raw.mode === 'unverified') return { mode: 'unverified' };
+  return {
+    mode: 'oidc',
+    // The schema makes issuer and audience required unless mode is unverified.
+    verifier: resolveIdentityConfig({
+      issuer: raw.issuer!,
+      audience: raw.audience!,
+      ...(raw.user_claim !== undefined && { userClaim: raw.user_claim }),
+      ...(raw.groups_claim !== undefined && { groupsClaim: raw.groups_claim }),
+      kind: {
+        ...(raw.kind?.claim !== undefined && { claim: raw.kind.claim }),
+        agentClients: raw.kind?.agent_clients ?? [],
+        serviceClients: raw.kind?.service_clients ?? [],
+      },
+      ...(raw.algorithms !== undefined && { algorithms: raw.algorithms }),
+      ...(raw.clock_tolerance_sec !== undefined && { clockToleranceSec: raw.clock_tolerance_sec }),
+      ...(raw.discovery_timeout_ms !== undefined && { discoveryTimeoutMs: raw.discovery_timeout_ms }),
+    }),
+    expiryGraceSec: raw.expiry_grace_sec ?? 0,
   };
 }
 

@@ -31,7 +31,8 @@ export interface SchemaProblem extends Position {
 export function validateSchema(data: unknown, locate: Locator): SchemaProblem[] {
   const validate = validator();
   if (validate(data)) return [];
-  return (validate.errors ?? []).map((e) => translate(e, locate));
+  // An if/then failure is also reported as the then-branch's own errors; the summary adds nothing.
+  return (validate.errors ?? []).filter((e) => e.keyword !== 'if').map((e) => translate(e, locate));
 }
 
 function translate(e: ErrorObject, locate: Locator): SchemaProblem {

@@ -2,6 +2,9 @@
 // schemas/dbward.config.schema.json is the source of truth for the file format;
 // loadConfig() turns a file into this type.
 
+import type { RoleMapping } from '../identity/roles.js';
+import type { IdentityConfig } from '../identity/types.js';
+
 /** TLS material for a listener (server side). Paths are resolved relative to the config file. */
 export interface ServerTlsConfig {
   cert: string;
@@ -17,6 +20,8 @@ export interface ListenerConfig {
   tls?: ServerTlsConfig;
   /** Refuse clients that did not negotiate TLS. Defaults to true when tls is set. */
   requireTls: boolean;
+  /** Accept tokens without TLS; only ever true on a loopback host. */
+  allowPlaintextToken: boolean;
 }
 
 /** How dbward connects to an upstream database. */
@@ -44,7 +49,17 @@ export interface TargetConfig {
   environment: string;
   labels: Record<string, string>;
   connectTimeoutMs: number;
+  /** Group -> upstream role, first match wins. */
+  roles: RoleMapping[];
+  /** Role for identities in no mapped group; null refuses them when roles is non-empty. */
+  defaultRole: string | null;
 }
+
+
+/** How sessions are authenticated. */
+export type IdentitySettings =
+  | { mode: 'unverified' }
+  | { mode: 'oidc'; verifier: IdentityConfig; expiryGraceSec: number };
 
 /** The append-only JSONL audit sink. */
 export interface FileAuditConfig {
@@ -77,6 +92,7 @@ export interface Config {
   source: string;
   listeners: ListenerConfig[];
   targets: TargetConfig[];
+  identity: IdentitySettings;
   audit: AuditConfig;
   admin: AdminConfig;
   limits: LimitsConfig;

@@ -12,7 +12,7 @@ import Provider, { errors, type Configuration, type JWKS } from 'oidc-provider';
 export const DBWARD_RESOURCE = 'urn:dbward';
 /** Another API on the same issuer, for wrong-audience tests (aud 'other-api'). */
 export const OTHER_RESOURCE = 'urn:other-api';
-/** Public device-flow client, as `dbward login` would use. */
+/** Public device-flow client, as `dbward login` would use; it may refresh (offline_access). */
 export const DEVICE_CLIENT_ID = 'dbward-cli';
 /** Client-credentials client whose tokens say dbward_kind=agent and model=gpt-x. */
 export const AGENT_CLIENT = { id: 'agent-bot', secret: 'agent-bot-secret-0123456789abcdef' } as const;
@@ -75,12 +75,12 @@ function providerConfig(jwks: JWKS, opts: Required<DevIssuerOptions>, state: Min
     // Explicit lifetimes keep the provider from logging a notice for each default.
     ttl: {
       AccessToken: opts.accessTokenTTL, ClientCredentials: opts.accessTokenTTL, IdToken: 3600,
-      DeviceCode: 600, Interaction: 600, Session: 3600, Grant: 3600,
+      DeviceCode: 600, Interaction: 600, Session: 3600, Grant: 86400, RefreshToken: 86400,
     },
     clients: [
       {
         client_id: DEVICE_CLIENT_ID, token_endpoint_auth_method: 'none', application_type: 'native',
-        grant_types: [DEVICE_GRANT], response_types: [], redirect_uris: [],
+        grant_types: [DEVICE_GRANT, 'refresh_token'], response_types: [], redirect_uris: [],
       },
       ...[AGENT_CLIENT, SERVICE_CLIENT].map((c) => ({
         client_id: c.id, client_secret: c.secret, grant_types: ['client_credentials'],
@@ -88,7 +88,9 @@ function providerConfig(jwks: JWKS, opts: Required<DevIssuerOptions>, state: Min
       })),
     ],
     clientDefaults: { id_token_signed_response_alg: opts.alg },
-    scopes: ['openid', 'email', 'profile', 'groups', RESOURCE_SCOPE],
+    // offline_access is what makes the provider's default issueRefreshToken hand the
+    // device client a refresh token (its grant types allow refresh_token).
+    scopes: ['openid', 'offline_access', 'email', 'profile', 'groups', RESOURCE_SCOPE],
     claims: { openid: ['sub'], email: ['email'], profile: ['name', 'preferred_username'], groups: ['groups'] },
     async findAccount(_ctx, id) {
       const account = ACCOUNTS[id];
@@ -145,10 +147,39 @@ function field(html: string, name: string): string | undefined {
   return new RegExp(`name="${name}" value="([^"]*)"`).exec(html)?.[1];
 }
 
-async function json(res: Response): Promise<any> {
-  const body = await res.json();
+/** The JSON body of an OAuth endpoint's answer; its string members are all these flows read. */
+async function json(res: Response): Promise<Record<string, string>> {
+  const body = await res.json() as Record<string, string>;
   if (!res.ok) throw new Error(`issuer answered ${res.status}: ${JSON.stringify(body)}`);
   return body;
+}
+
+/**
+ * Completes a pending device login as a browser would: enters the user code at the
+ * verification page, confirms, logs in as accountId and consents. The device client's
+ * next poll then gets its tokens.
+ */
+export async function completeDeviceLogin(verificationUri: string, userCode: string, accountId: string): Promise<void> {
+  const b = new Browser();
+  const form = await (await b.request(verificationUri)).text();
+  const confirm = await (await b.request(verificationUri, { xsrf: field(form, 'xsrf')!, user_code: userCode })).text();
+  let res = await b.request(verificationUri, { xsrf: field(confirm, 'xsrf')!, user_code: userCode, confirm: 'yes' });
+  // Follow redirects; answer the login and consent prompts of the dev interactions.
+  for (let step = 0; step < 20; step++) {
+    const location = res.headers.get('location');
+    if (location) { res = await b.request(new URL(location, verificationUri).href); continue; }
+    const html = await res.text();
+    const prompt = field(html, 'prompt');
+    if (!prompt) {
+      // The provider answers a finished flow with a success page; anything else (an
+      // unknown code, an expired one) is an error page, which must not pass silently.
+      if (!/success/i.test(html)) throw new Error(`device login did not complete: ${html.replace(/<[^>]*>/g, ' ').replace(/\s+/g, ' ').trim().slice(0, 200)}`);
+      return;
+    }
+    const action = new URL(/<form[^>]*action="([^"]+)"/.exec(html)![1]!, verificationUri).href;
+    res = await b.request(action, prompt === 'login' ? { prompt, login: accountId, password: 'x' } : { prompt });
+  }
+  throw new Error('device login did not complete within 20 steps');
 }
 
 /** Runs the device flow end to end over HTTP and returns the access token. */
@@ -157,25 +188,12 @@ async function deviceFlow(base: string, accountId: string, resource: string): Pr
     method: 'POST',
     body: new URLSearchParams({ client_id: DEVICE_CLIENT_ID, scope: `openid email profile groups ${RESOURCE_SCOPE}`, resource }),
   }));
-  const b = new Browser();
-  const form = await (await b.request(auth.verification_uri)).text();
-  const confirm = await (await b.request(auth.verification_uri, { xsrf: field(form, 'xsrf')!, user_code: auth.user_code })).text();
-  let res = await b.request(auth.verification_uri, { xsrf: field(confirm, 'xsrf')!, user_code: auth.user_code, confirm: 'yes' });
-  // Follow redirects; answer the login and consent prompts of the dev interactions.
-  for (let step = 0; step < 20; step++) {
-    const location = res.headers.get('location');
-    if (location) { res = await b.request(new URL(location, base).href); continue; }
-    const html = await res.text();
-    const prompt = field(html, 'prompt');
-    if (!prompt) break;
-    const action = new URL(/<form[^>]*action="([^"]+)"/.exec(html)![1]!, base).href;
-    res = await b.request(action, prompt === 'login' ? { prompt, login: accountId, password: 'x' } : { prompt });
-  }
+  await completeDeviceLogin(auth.verification_uri!, auth.user_code!, accountId);
   const token = await json(await fetch(`${base}/token`, {
     method: 'POST',
-    body: new URLSearchParams({ grant_type: DEVICE_GRANT, device_code: auth.device_code, client_id: DEVICE_CLIENT_ID }),
+    body: new URLSearchParams({ grant_type: DEVICE_GRANT, device_code: auth.device_code!, client_id: DEVICE_CLIENT_ID }),
   }));
-  return token.access_token as string;
+  return token.access_token!;
 }
 
 /** Starts an oidc-provider on 127.0.0.1 (random port) with the demo clients and accounts. */
@@ -216,7 +234,7 @@ export async function startDevIssuer(options: DevIssuerOptions = {}): Promise<De
         headers: { authorization: `Basic ${Buffer.from(`${clientId}:${secret}`).toString('base64')}` },
         body: new URLSearchParams({ grant_type: 'client_credentials', scope, resource }),
       }));
-      return body.access_token as string;
+      return body.access_token!;
     },
     rotateKey: install,
     close: () => new Promise<void>((resolve) => {

@@ -29,6 +29,16 @@ export interface Identity {
   verified: true;
 }
 
+/** A session opened without authentication (identity.mode: unverified, loopback only). */
+export interface UnverifiedIdentity {
+  /** The user name the client claimed at startup; nothing vouches for it. */
+  user: string;
+  verified: false;
+}
+
+/** Who a session runs as: a verified Identity, or a claimed name in unverified mode. */
+export type SessionIdentity = Identity | UnverifiedIdentity;
+
 /** How kind is decided: an explicit claim wins, then client-id lists, then heuristics. */
 export interface KindConfig {
   /** Dotted claim path whose value, if human|service|agent, is the kind. */

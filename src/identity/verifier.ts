@@ -21,10 +21,14 @@ export interface VerifierOptions {
   jwksCacheMaxAgeMs?: number;
 }
 
+/** Whether a host name or address is this machine's loopback. */
+export function isLoopbackHost(h: string): boolean {
+  return h === 'localhost' || h === '[::1]' || h === '::1' || /^127\.\d+\.\d+\.\d+$/.test(h);
+}
+
 /** Whether a URL points at this machine, the only place plain http is tolerated. */
 export function isLoopbackUrl(url: URL): boolean {
-  const h = url.hostname;
-  return h === 'localhost' || h === '[::1]' || h === '::1' || /^127\.\d+\.\d+\.\d+$/.test(h);
+  return isLoopbackHost(url.hostname);
 }
 
 function unavailable(what: string, cause: unknown): IdentityError {

@@ -2,7 +2,7 @@
 // is forwarded. Until guardrail policies land, the only engine is allow-all, and
 // its decisions say so (no rule ids, default: true) so the audit trail is honest.
 
-import type { Identity, StatementRequest, TargetInfo } from '../proxy/session.js';
+import type { SessionIdentity, StatementRequest, TargetInfo } from '../proxy/session.js';
 
 /** What policy says about one statement. */
 export interface Decision {
@@ -17,7 +17,7 @@ export interface Decision {
 
 /** Decides statements for sessions. Synchronous: decisions sit on the hot path. */
 export interface PolicyEngine {
-  decide(identity: Identity, target: TargetInfo, statement: StatementRequest): Decision;
+  decide(identity: SessionIdentity, target: TargetInfo, statement: StatementRequest): Decision;
 }
 
 const ALLOW_DEFAULT: Decision = Object.freeze({ action: 'allow', ruleIds: [], default: true }) as Decision;

@@ -7,13 +7,10 @@ import type { Logger } from 'pino';
 import type { Metrics } from '../admin/metrics.js';
 import { eventBase, type AuditEvent, type AuditSink, type ClientRecord, type IdentityRecord, type StatementOutcomeEvent, type TargetRecord } from '../audit/events.js';
 import { eventLine, SessionFragments } from '../audit/serialize.js';
+import type { SessionIdentity } from '../identity/types.js';
 import type { Decision, PolicyEngine } from '../policy/decide.js';
 
-/** Who runs the statements of a session. */
-export interface Identity {
-  user: string;
-  verified: boolean;
-}
+export type { SessionIdentity } from '../identity/types.js';
 
 /** The target a session is bound to, as policy and audit see it. */
 export interface TargetInfo {
@@ -65,14 +62,17 @@ export class SessionPipeline {
   private statements = 0;
   private ended = false;
   private started = false;
+  private endReason: string | undefined;
 
   constructor(
     private readonly deps: PipelineDeps,
-    readonly identity: Identity,
+    readonly identity: SessionIdentity,
     readonly target: TargetInfo,
     readonly client: ClientInfo,
+    /** The upstream role the session runs as, if the target maps groups to roles. */
+    readonly role: string | null = null,
   ) {
-    this.identityRecord = { user: identity.user, verified: identity.verified };
+    this.identityRecord = identityRecord(identity, role);
     this.targetRecord = { name: target.name, engine: target.engine, database: target.database, environment: target.environment };
     this.fragments = new SessionFragments(this.id, this.identityRecord, this.targetRecord);
   }
@@ -123,10 +123,16 @@ export class SessionPipeline {
     this.safeAppend(this.fragments.outcome(admission.eventId, { ...outcome, duration_ms: Math.round(durationMs * 1000) / 1000 }));
   }
 
+  /** Names why the session is about to end, overriding what the protocol layer will report (e.g. token_expired). */
+  endingFor(reason: string): void {
+    this.endReason ??= reason;
+  }
+
   /** Records the session end once, whatever ended it. */
   end(reason: string): void {
     if (this.ended) return;
     this.ended = true;
+    reason = this.endReason ?? reason;
     if (this.started) this.deps.metrics.sessionsActive.dec({ engine: 'postgres' });
     this.deps.metrics.sessionsTotal.inc({ engine: 'postgres', result: reason });
     this.safeAppend(eventLine({
@@ -148,6 +154,20 @@ export class SessionPipeline {
       this.deps.log.error({ err, session: this.id }, 'audit append failed');
     }
   }
+}
+
+/** The audit view of an identity: the verified facts, never the token or raw claims. */
+export function identityRecord(identity: SessionIdentity, role: string | null): IdentityRecord {
+  if (!identity.verified) return role === null ? { user: identity.user, verified: false } : { user: identity.user, verified: false, role };
+  const r: IdentityRecord = {
+    user: identity.user, verified: true, subject: identity.subject, groups: identity.groups, kind: identity.kind, issuer: identity.issuer,
+  };
+  if (identity.name !== undefined) r.name = identity.name;
+  if (identity.email !== undefined) r.email = identity.email;
+  if (identity.clientId !== undefined) r.client_id = identity.clientId;
+  r.role = role;
+  r.expires_at = new Date(identity.expiresAt * 1000).toISOString();
+  return r;
 }
 
 function statementRecord(stmt: StatementRequest): StatementEventRecord {

@@ -6,8 +6,9 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { pino } from 'pino';
-import type { Config, ListenerConfig, TargetConfig } from '../../src/config/types.js';
+import type { Config, IdentitySettings, ListenerConfig, TargetConfig } from '../../src/config/types.js';
 import { startDaemon, type Daemon } from '../../src/daemon.js';
+import type { VerifierOptions } from '../../src/identity/verifier.js';
 import { PG } from './services.js';
 
 export interface TestDaemon {
@@ -23,7 +24,8 @@ export interface TestDaemon {
 export function pgTarget(over: Partial<TargetConfig> = {}): TargetConfig {
   return {
     name: 'test', engine: 'postgres', host: PG.host, port: PG.port, database: PG.database, user: PG.user,
-    password: { none: true }, tls: { mode: 'disable' }, environment: 'test', labels: {}, connectTimeoutMs: 3000, ...over,
+    password: { none: true }, tls: { mode: 'disable' }, environment: 'test', labels: {}, connectTimeoutMs: 3000,
+    roles: [], defaultRole: null, ...over,
   };
 }
 
@@ -34,20 +36,24 @@ export async function startTestDaemon(opts: {
   limits?: Partial<Config['limits']>;
   drainTimeoutMs?: number;
   auditPath?: string;
+  /** Default: unverified (the protocol tests need no tokens); identity tests pass an oidc setting. */
+  identity?: IdentitySettings;
+  verifier?: VerifierOptions;
 } = {}): Promise<TestDaemon> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dbward-test-'));
   const auditPath = opts.auditPath ?? path.join(dir, 'audit.jsonl');
   const config: Config = {
     source: '(test)',
-    listeners: [{ name: 'pg', engine: 'postgres', host: '127.0.0.1', port: 0, requireTls: false, ...opts.listener }],
+    listeners: [{ name: 'pg', engine: 'postgres', host: '127.0.0.1', port: 0, requireTls: false, allowPlaintextToken: false, ...opts.listener }],
     targets: opts.targets ?? [pgTarget()],
+    identity: opts.identity ?? { mode: 'unverified' },
     audit: { file: { path: auditPath, fsync: 'none' } },
     admin: { host: '127.0.0.1', port: 0 },
     limits: { maxMessageBytes: 64 * 1024 * 1024, maxStartupBytes: 10_000, startupTimeoutMs: 5_000, ...opts.limits },
     log: { level: 'silent' },
     shutdown: { drainTimeoutMs: opts.drainTimeoutMs ?? 2_000 },
   };
-  const daemon = await startDaemon(config, { log: pino({ level: process.env.DBWARD_TEST_LOG ?? 'silent' }) });
+  const daemon = await startDaemon(config, { log: pino({ level: process.env.DBWARD_TEST_LOG ?? 'silent' }), ...(opts.verifier && { verifier: opts.verifier }) });
   return {
     daemon,
     port: daemon.ports.pg!,

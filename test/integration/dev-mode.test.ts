@@ -1,6 +1,7 @@
-// `npm start` as a new user meets it: `dbward dev` prints a psql line, and that
-// line (TLS required) gives working sessions on the seeded demo database,
-// several at once; Ctrl-C stops dbward and its demo database.
+// `npm start` as a new user meets it: `dbward dev` prints a ready token and a
+// psql line, and that line (TLS required, the token as password) gives working,
+// verified sessions on the seeded demo database, several at once; a wrong token
+// is refused; Ctrl-C stops dbward, its demo database and its identity provider.
 
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
@@ -11,7 +12,7 @@ import { psql } from '../helpers/dbward.js';
 
 const root = path.resolve(import.meta.dirname, '../..');
 const stateDir = fs.mkdtempSync(path.join(os.tmpdir(), 'dbward-dev-'));
-const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'dev', '--port', '0', '--admin-port', '0', '--state-dir', stateDir],
+const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'dev', '--port', '0', '--admin-port', '0', '--idp-port', '0', '--state-dir', stateDir],
   { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
 let stderr = '';
 child.stderr.on('data', (b) => (stderr += b));
@@ -21,20 +22,30 @@ afterAll(() => {
   if (child.exitCode === null) child.kill('SIGKILL');
 });
 
-it('prints a psql line that works, for several sessions at once, and stops on SIGINT', async () => {
+it('prints a token and a psql line that work, for several sessions at once, and stops on SIGINT', async () => {
   await expect.poll(() => stderr, { timeout: 60_000, interval: 200 }).toMatch(/psql "[^"]+"/);
-  const conninfo = /psql "([^"]+)"/.exec(stderr)![1]!;
+  const [, token, conninfo] = /PGPASSWORD=(\S+) psql "([^"]+)"/.exec(stderr)!;
   expect(conninfo).toContain('sslmode=require');
+  expect(conninfo).toContain('user=alice@example.com');
+  expect(fs.readFileSync(path.join(stateDir, 'alice.token'), 'utf8').trim()).toBe(token);
+  expect(fs.statSync(path.join(stateDir, 'alice.token')).mode & 0o777).toBe(0o600);
+  const env = { PGPASSWORD: token! };
   const [one, two, three] = await Promise.all([
-    psql(conninfo, ['-Atc', 'SELECT count(*) FROM users']),
-    psql(conninfo, ['-Atc', "SELECT email FROM users ORDER BY id LIMIT 1"]),
-    psql(conninfo, ['-Atc', 'SELECT count(*) FROM orders']),
+    psql(conninfo!, ['-Atc', 'SELECT count(*) FROM users'], { env }),
+    psql(conninfo!, ['-Atc', "SELECT email FROM users ORDER BY id LIMIT 1"], { env }),
+    psql(conninfo!, ['-Atc', 'SELECT count(*) FROM orders'], { env }),
   ]);
   expect(one.stdout.trim()).toBe('20');
   expect(two.stdout.trim()).toMatch(/@example\.(com|org|net)$/);
   expect(three.stdout.trim()).toBe('50');
+  const wrong = await psql(conninfo!, ['-Atc', 'SELECT 1'], { env: { PGPASSWORD: `${token!.slice(0, -4)}AAAA` } });
+  expect(wrong.code).not.toBe(0);
+  expect(wrong.stderr).toContain('password authentication failed for user "alice@example.com"');
   const audit = fs.readFileSync(path.join(stateDir, 'audit', 'dbward.jsonl'), 'utf8');
   expect(audit).toContain('SELECT count(*) FROM users');
+  const start = audit.split('\n').filter(Boolean).map((l) => JSON.parse(l)).find((e) => e.type === 'session_start');
+  expect(start.identity).toMatchObject({ user: 'alice@example.com', verified: true, subject: 'alice', kind: 'human', groups: ['dba', 'developers'] });
+  expect(audit).not.toContain(token);
 
   child.kill('SIGINT');
   const code = await new Promise<number | null>((r) => child.once('exit', r));

@@ -9,6 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { startTestIssuer } from '../helpers/oidc.js';
 import { requirePostgres } from '../helpers/services.js';
 
 const root = path.resolve(import.meta.dirname, '../..');
@@ -57,9 +58,12 @@ describe('dbward start -c dbward.yaml', () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dbward-life-'));
     const [port, adminPort] = [await freePort(), await freePort()];
     const cfg = path.join(dir, 'dbward.yaml');
+    const idp = await startTestIssuer();
+    const [aliceToken, bobToken] = await Promise.all([idp.mintToken('alice'), idp.mintToken('bob')]);
     fs.writeFileSync(cfg, [
-      'listeners:', `  - { name: pg, host: 127.0.0.1, port: ${port}, require_tls: false }`,
+      'listeners:', `  - { name: pg, host: 127.0.0.1, port: ${port}, require_tls: false, allow_plaintext_token: true }`,
       'targets:', '  - { name: test, host: 127.0.0.1, port: 5432, database: test, user: root, tls: { mode: disable } }',
+      `identity: { issuer: "${idp.issuer}", audience: dbward }`,
       'audit:', '  file: { path: audit.jsonl }',
       `admin: { host: 127.0.0.1, port: ${adminPort} }`,
       'shutdown: { drain_timeout_ms: 5000 }',
@@ -68,8 +72,8 @@ describe('dbward start -c dbward.yaml', () => {
     const run = dbward(['start', '-c', cfg]);
     await waitForPort(port);
 
-    const idle = new pg.Client({ host: '127.0.0.1', port, database: 'test', user: 'idle' });
-    const busy = new pg.Client({ host: '127.0.0.1', port, database: 'test', user: 'busy' });
+    const idle = new pg.Client({ host: '127.0.0.1', port, database: 'test', user: 'alice@example.com', password: aliceToken });
+    const busy = new pg.Client({ host: '127.0.0.1', port, database: 'test', user: 'bob@example.com', password: bobToken });
     await Promise.all([idle.connect(), busy.connect()]);
     const idleEnded = new Promise<Error & { code?: string }>((r) => idle.on('error', r));
     busy.on('error', () => undefined);
@@ -89,11 +93,11 @@ describe('dbward start -c dbward.yaml', () => {
     expect(await run.exited).toBe(0);
 
     const events = fs.readFileSync(path.join(dir, 'audit.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
-    expect(events.filter((e) => e.type === 'session_end').map((e) => e.identity.user).sort()).toEqual(['busy', 'idle']);
+    expect(events.filter((e) => e.type === 'session_end').map((e) => [e.identity.user, e.identity.verified]).sort()).toEqual([['alice@example.com', true], ['bob@example.com', true]]);
     const sleep = events.find((e) => e.type === 'statement' && e.statement.text.includes('pg_sleep(1)'));
     expect(events.find((e) => e.type === 'statement_outcome' && e.statement_id === sleep.id).outcome.status).toBe('ok');
     expect(run.output()).toContain('"msg":"draining sessions"');
-    await Promise.all([idle.end().catch(() => undefined), busy.end().catch(() => undefined)]);
+    await Promise.all([idle.end().catch(() => undefined), busy.end().catch(() => undefined), idp.close()]);
   });
 
   it('names the file, line and field of a config error and exits 1', async () => {

@@ -14,12 +14,20 @@ const MINIMAL = `listeners:
   - {}
 targets:
   - { name: app, host: db.internal, user: dbward }
+identity: { issuer: "https://login.example.com", audience: dbward }
 `;
+/** Appended to snippets that test something else, so they are not also missing identity. */
+const UNVERIFIED = 'identity: { mode: unverified }\n';
+
+function withIdentity(text: string): string {
+  if (/^identity:/m.test(text) || !/^targets/m.test(text)) return text;
+  return `${text}${text.endsWith('\n') ? '' : '\n'}${UNVERIFIED}`;
+}
 
 /** The `file:line:col: field: message` lines of the ConfigError that parsing `text` throws. */
 function errorLines(text: string, file = 'dbward.yaml'): string[] {
   try {
-    parseConfig(text, file);
+    parseConfig(withIdentity(text), file);
   } catch (err) {
     expect(err).toBeInstanceOf(ConfigError);
     return (err as ConfigError).message.split('\n');
@@ -56,11 +64,25 @@ targets:
     tls: { mode: verify-full, ca: certs/ca.pem }
     environment: production
     labels: { region: eu-west-1, "app.k8s.io/name": api }
+    roles:
+      - { group: dba, role: app_admin }
+      - { group: dev, role: app_ro }
+    default_role: app_ro
     connect_timeout_ms: 2500
   - name: reports
     host: 10.0.0.6
     user: reader
     password: { env: REPORTS_PW }
+identity:
+  issuer: https://login.example.com/realms/acme
+  audience: [dbward, dbward-prod]
+  user_claim: preferred_username
+  groups_claim: realm_access.roles
+  kind: { claim: dbward_kind, agent_clients: [bot], service_clients: [etl] }
+  algorithms: [RS256]
+  clock_tolerance_sec: 5
+  discovery_timeout_ms: 2000
+  expiry_grace_sec: 60
 audit:
   file: { path: /var/log/dbward/audit.jsonl, fsync: batch }
 admin: { host: 0.0.0.0, port: 0 }
@@ -78,6 +100,7 @@ shutdown: { drain_timeout_ms: 0 }
           port: 7432,
           tls: { cert: path.join(DIR, 'certs/server.crt'), key: path.resolve('/abs/server.key') },
           requireTls: false,
+          allowPlaintextToken: false,
         },
       ],
       targets: [
@@ -93,6 +116,8 @@ shutdown: { drain_timeout_ms: 0 }
           environment: 'production',
           labels: { region: 'eu-west-1', 'app.k8s.io/name': 'api' },
           connectTimeoutMs: 2500,
+          roles: [{ group: 'dba', role: 'app_admin' }, { group: 'dev', role: 'app_ro' }],
+          defaultRole: 'app_ro',
         },
         {
           name: 'reports',
@@ -106,8 +131,19 @@ shutdown: { drain_timeout_ms: 0 }
           environment: 'default',
           labels: {},
           connectTimeoutMs: 5000,
+          roles: [],
+          defaultRole: null,
         },
       ],
+      identity: {
+        mode: 'oidc',
+        verifier: {
+          issuer: 'https://login.example.com/realms/acme', audience: ['dbward', 'dbward-prod'], userClaim: 'preferred_username',
+          groupsClaim: 'realm_access.roles', kind: { claim: 'dbward_kind', agentClients: ['bot'], serviceClients: ['etl'] },
+          algorithms: ['RS256'], clockToleranceSec: 5, discoveryTimeoutMs: 2000,
+        },
+        expiryGraceSec: 60,
+      },
       audit: { file: { path: path.resolve('/var/log/dbward/audit.jsonl'), fsync: 'batch' } },
       admin: { host: '0.0.0.0', port: 0 },
       limits: { maxMessageBytes: 1048576, maxStartupBytes: 20000, startupTimeoutMs: 3000 },
@@ -120,7 +156,7 @@ shutdown: { drain_timeout_ms: 0 }
   it('applies every default to a minimal file', () => {
     expect(parseConfig(MINIMAL, SRC)).toEqual({
       source: SRC,
-      listeners: [{ name: 'postgres', engine: 'postgres', host: '127.0.0.1', port: 6432, requireTls: false }],
+      listeners: [{ name: 'postgres', engine: 'postgres', host: '127.0.0.1', port: 6432, requireTls: false, allowPlaintextToken: false }],
       targets: [
         {
           name: 'app',
@@ -134,8 +170,18 @@ shutdown: { drain_timeout_ms: 0 }
           environment: 'default',
           labels: {},
           connectTimeoutMs: 5000,
+          roles: [],
+          defaultRole: null,
         },
       ],
+      identity: {
+        mode: 'oidc',
+        verifier: {
+          issuer: 'https://login.example.com', audience: 'dbward', userClaim: 'email', groupsClaim: 'groups',
+          kind: { agentClients: [], serviceClients: [] }, algorithms: ['RS256', 'ES256', 'PS256', 'EdDSA'], clockToleranceSec: 30, discoveryTimeoutMs: 5000,
+        },
+        expiryGraceSec: 0,
+      },
       audit: { file: { path: path.join(DIR, 'audit/dbward.jsonl'), fsync: 'none' } },
       admin: { host: '127.0.0.1', port: 6480 },
       limits: { maxMessageBytes: 134217728, maxStartupBytes: 10000, startupTimeoutMs: 10000 },
@@ -149,7 +195,7 @@ shutdown: { drain_timeout_ms: 0 }
       `listeners: [{ tls: { cert: a.crt, key: a.key } }]
 targets: [{ name: app, host: h, user: u }]
 admin: { port: null }
-`,
+${UNVERIFIED}`,
       SRC,
     );
     expect(cfg.listeners[0]?.requireTls).toBe(true);
@@ -161,7 +207,7 @@ admin: { port: null }
 targets:
   - &common { name: a, host: db, user: u, environment: staging }
   - { <<: *common, name: b, port: 6543 }
-`;
+${UNVERIFIED}`;
     const targets = parseConfig(text, SRC).targets;
     expect(targets.map((t) => [t.name, t.host, t.port, t.environment])).toEqual([
       ['a', 'db', 5432, 'staging'],
@@ -203,7 +249,7 @@ describe('parseConfig: errors as file:line:col: field: message', () => {
 
   it('unknown field points at the key and lists the allowed ones', () => {
     expect(errorLines(`listeners:\n  - port: 6432\n    prot: 1\n${TARGET}`)).toEqual([
-      'dbward.yaml:3:5: listeners[0].prot: unknown field (allowed: name, engine, host, port, tls, require_tls)',
+      'dbward.yaml:3:5: listeners[0].prot: unknown field (allowed: name, engine, host, port, tls, require_tls, allow_plaintext_token)',
     ]);
   });
 
@@ -281,7 +327,7 @@ describe('parseConfig: errors as file:line:col: field: message', () => {
 
   it('reports every problem at once, in file order, with structured problems', () => {
     try {
-      parseConfig(`log: { level: loud }\nlisteners: []\n${TARGET}`, 'x.yaml');
+      parseConfig(`log: { level: loud }\nlisteners: []\n${TARGET}${UNVERIFIED}`, 'x.yaml');
       expect.unreachable();
     } catch (err) {
       const e = err as ConfigError;
@@ -291,6 +337,52 @@ describe('parseConfig: errors as file:line:col: field: message', () => {
         { file: 'x.yaml', line: 2, column: 12, field: 'listeners', message: 'must have at least 1 entry' },
       ]);
     }
+  });
+});
+
+describe('parseConfig: identity', () => {
+  const LISTEN = 'listeners: [{ host: 0.0.0.0 }]\ntargets: [{ name: app, host: h, user: u }]\n';
+  const parseErrors = (text: string): string[] => {
+    try {
+      parseConfig(text, 'dbward.yaml');
+    } catch (err) {
+      return (err as ConfigError).message.split('\n');
+    }
+    throw new Error('expected a ConfigError');
+  };
+
+  it('is required, so a file cannot silently run unauthenticated', () => {
+    expect(parseErrors(LISTEN)).toEqual(['dbward.yaml:1:1: identity: required field is missing']);
+  });
+
+  it('needs issuer and audience in oidc mode', () => {
+    expect(parseErrors(`${LISTEN}identity: { user_claim: sub }\n`)).toEqual([
+      'dbward.yaml:3:11: identity.issuer: required field is missing',
+      'dbward.yaml:3:11: identity.audience: required field is missing',
+    ]);
+  });
+
+  it('refuses unverified mode and plaintext tokens on a non-loopback listener', () => {
+    expect(parseErrors(`${LISTEN}identity: { mode: unverified }\n`)).toEqual([
+      'dbward.yaml:1:21: listeners[0].host: must be a loopback address while identity.mode is unverified (sessions are not authenticated), not 0.0.0.0',
+    ]);
+    expect(parseErrors('listeners: [{ host: 0.0.0.0, allow_plaintext_token: true }]\ntargets: [{ name: app, host: h, user: u }]\nidentity: { issuer: "https://i", audience: a }\n')).toEqual([
+      'dbward.yaml:1:53: listeners[0].allow_plaintext_token: is only allowed on a loopback host, not 0.0.0.0',
+    ]);
+    const cfg = parseConfig('listeners: [{ host: 127.0.0.1, allow_plaintext_token: true }]\ntargets: [{ name: app, host: h, user: u }]\nidentity: { mode: unverified }\n', SRC);
+    expect(cfg.identity).toEqual({ mode: 'unverified' });
+    expect(cfg.listeners[0]?.allowPlaintextToken).toBe(true);
+  });
+
+  it('refuses an http issuer off loopback, none/HS algorithms and a default_role without roles', () => {
+    expect(parseErrors(`${LISTEN}identity: { issuer: "http://idp.example.com", audience: a, algorithms: [HS256, none] }\n`)).toEqual([
+      'dbward.yaml:3:21: identity.issuer: must use https (plain http only on a loopback host)',
+      'dbward.yaml:3:73: identity.algorithms[0]: must be one of: RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, ES512, EdDSA',
+      'dbward.yaml:3:80: identity.algorithms[1]: must be one of: RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, ES512, EdDSA',
+    ]);
+    expect(parseErrors('listeners: [{}]\ntargets: [{ name: app, host: h, user: u, default_role: r }]\nidentity: { mode: unverified }\n')).toEqual([
+      'dbward.yaml:2:56: targets[0].default_role: has no effect without roles; remove it or add roles',
+    ]);
   });
 });
 
@@ -379,8 +471,11 @@ describe('schema, docs and loader stay in sync', () => {
   it('declares the same defaults the loader applies', () => {
     const cfg = parseConfig(MINIMAL, SRC) as unknown as Record<string, unknown>;
     const camel = (s: string): string => s.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase());
+    // Verifier settings live under identity.verifier in Config; mode and grace stay on identity.
+    const configPath = (p: string): string =>
+      p.startsWith('identity.') && p !== 'identity.mode' && p !== 'identity.expiry_grace_sec' ? p.replace('identity.', 'identity.verifier.') : p;
     const actual = (p: string): unknown =>
-      p.split('.').reduce<unknown>((v, seg) => {
+      configPath(p).split('.').reduce<unknown>((v, seg) => {
         const obj = v as Record<string, unknown>;
         return seg.endsWith('[]') ? (obj[camel(seg.slice(0, -2))] as unknown[])[0] : obj[camel(seg)];
       }, cfg);

@@ -38,6 +38,11 @@ export function errorResponse(err: PgError, type: 'E' | 'N' = 'E'): Buffer {
   return frame(type, Buffer.concat(parts));
 }
 
+/** AuthenticationCleartextPassword: asks the client for its password (for dbward, the OIDC access token). */
+export function authenticationCleartextPassword(): Buffer {
+  return frame('R', int32(3));
+}
+
 /** AuthenticationOk. */
 export function authenticationOk(): Buffer {
   return frame('R', int32(0));

@@ -1,15 +1,22 @@
 // A client connection from its first byte to the hand-off to PgRelay: the
 // startup phase (SSLRequest, GSSENCRequest, CancelRequest, StartupMessage), TLS,
-// target routing, the upstream login, and the session's first audit event.
+// the OIDC token exchange, target routing, the upstream login (as the role the
+// identity's groups map to), the session's first audit event, and its expiry.
 
 import type net from 'node:net';
 import tls from 'node:tls';
-import { eventBase, type ClientRecord } from '../../audit/events.js';
+import { eventBase, type AuditEvent, type ClientRecord } from '../../audit/events.js';
 import { eventLine } from '../../audit/serialize.js';
+import { IdentityError } from '../../identity/errors.js';
+import { roleFor, type RoleMapping } from '../../identity/roles.js';
+import type { Identity, SessionIdentity } from '../../identity/types.js';
+import { MAX_TOKEN_BYTES, type TokenVerifier } from '../../identity/verifier.js';
 import { SessionPipeline, type PipelineDeps, type TargetInfo } from '../session.js';
-import { authenticationOk, backendKeyData, errorResponse, negotiateProtocolVersion, parameterStatus, readyForQuery } from './backend.js';
+import { authenticationCleartextPassword, authenticationOk, backendKeyData, errorResponse, negotiateProtocolVersion, parameterStatus, readyForQuery } from './backend.js';
 import type { CancelRegistry } from './cancel.js';
 import { PgError, pgErrors } from './errors.js';
+import { FrontendReader, type Frame } from './frames.js';
+import { decodePassword } from './frontend.js';
 import { PgRelay } from './relay.js';
 import { StartupReader, type StartupPacket } from './startup.js';
 import { clientErrorFor, connectUpstream, sendCancel, UpstreamError, type UpstreamConnection, type UpstreamEndpoint } from './upstream.js';
@@ -18,7 +25,14 @@ import { clientErrorFor, connectUpstream, sendCancel, UpstreamError, type Upstre
 export interface PgTarget {
   info: TargetInfo;
   endpoint: UpstreamEndpoint;
+  roles: RoleMapping[];
+  defaultRole: string | null;
 }
+
+/** How a listener authenticates sessions: OIDC tokens, or (loopback testing only) not at all. */
+export type SessionAuth =
+  | { mode: 'unverified' }
+  | { mode: 'oidc'; verifier: TokenVerifier; graceMs: number; allowPlaintextToken: boolean };
 
 /** What a listener gives each connection. */
 export interface ConnectionDeps extends PipelineDeps {
@@ -26,24 +40,30 @@ export interface ConnectionDeps extends PipelineDeps {
   cancels: CancelRegistry;
   secureContext: tls.SecureContext | undefined;
   requireTls: boolean;
+  auth: SessionAuth;
   limits: { maxStartupBytes: number; maxMessageBytes: number; startupTimeoutMs: number };
 }
 
 /** Startup parameters passed upstream; everything else (options, replication...) stays with dbward. */
 const FORWARDED_PARAMS = ['client_encoding', 'DateStyle', 'TimeZone', 'IntervalStyle', 'extra_float_digits', 'search_path'];
 
-type Phase = 'startup' | 'connecting' | 'relaying' | 'closed';
+type Phase = 'startup' | 'authenticating' | 'connecting' | 'relaying' | 'closed';
+
+/** Longest error text taken from a token into the audit trail or a client message. */
+const MAX_REASON_CHARS = 300;
 
 /** Runs the startup phase of one client connection; returns the relay once the session is live. */
 export class PgConnection {
   private phase: Phase = 'startup';
   private socket: net.Socket;
   private reader: StartupReader;
+  /** Typed frames after the StartupMessage (the PasswordMessage carrying the token). */
+  private frames: FrontendReader | null = null;
   private tlsOn = false;
   private sslAsked = false;
   private gssAsked = false;
-  private waiter: { resolve: (p: StartupPacket) => void; reject: (e: Error) => void } | null = null;
-  private readonly onData = (chunk: Buffer) => { this.reader.push(chunk); this.pump(); };
+  private waiter: { read: () => unknown; resolve: (v: unknown) => void; reject: (e: Error) => void } | null = null;
+  private readonly onData = (chunk: Buffer) => { (this.frames ?? this.reader).push(chunk); this.pump(); };
   private readonly onGone = () => this.abort(new Error('client closed the connection during startup'));
   private client: ClientRecord;
 
@@ -109,19 +129,27 @@ export class PgConnection {
   }
 
   private async open(params: Map<string, string>): Promise<PgRelay | null> {
-    const user = params.get('user')!;
-    const targetName = params.get('database') || user;
+    const claimed = params.get('user')!;
+    const targetName = params.get('database') || claimed;
     this.client.application = params.get('application_name') ?? null;
     this.client.tls = this.tlsOn;
     if (this.deps.requireTls && !this.tlsOn) {
-      return this.refuse(pgErrors.invalidAuthorization('this dbward listener requires TLS (connect with sslmode=require)'), user, targetName);
+      return this.refuse(pgErrors.invalidAuthorization('this dbward listener requires TLS (connect with sslmode=require)'), claimed, targetName);
     }
     const replication = params.get('replication');
     if (replication !== undefined && !['false', 'off', 'no', '0'].includes(replication.toLowerCase())) {
-      return this.refuse(pgErrors.featureNotSupported('dbward does not relay replication connections'), user, targetName);
+      return this.refuse(pgErrors.featureNotSupported('dbward does not relay replication connections'), claimed, targetName);
     }
+    // Authenticate before looking the target up, so an unauthenticated client learns nothing about targets.
+    const identity = await this.authenticate(claimed, targetName);
+    if (!identity) return null;
+    const user = identity.user;
     const target = this.deps.targets.get(targetName);
     if (!target) return this.refuse(pgErrors.unknownTarget(targetName), user, targetName);
+    const role = roleFor(identity, target.roles, target.defaultRole);
+    if (role === undefined) {
+      return this.refuse(pgErrors.invalidAuthorization(`no database role of target "${targetName}" is mapped to the groups of ${user}`), user, targetName);
+    }
     if (params.has('options')) this.deps.log.warn({ user, target: targetName }, 'startup "options" parameter ignored');
 
     this.phase = 'connecting';
@@ -129,17 +157,16 @@ export class PgConnection {
     this.socket.pause();
     let upstream: UpstreamConnection;
     try {
-      upstream = await connectUpstream(target.endpoint, upstreamParams(params, user));
+      upstream = await connectUpstream(target.endpoint, upstreamParams(params, user, role));
     } catch (err) {
-      this.deps.log.warn({ err, target: targetName }, 'upstream login failed');
-      const e = err instanceof UpstreamError ? clientErrorFor(targetName, err) : pgErrors.upstreamUnavailable(targetName);
-      return this.refuse(e, user, targetName);
+      this.deps.log.warn({ err, target: targetName, role }, 'upstream login failed');
+      return this.refuse(upstreamLoginError(targetName, role, err), user, targetName);
     }
     if (this.phase !== 'connecting') {
       upstream.socket.destroy(); // the client left while dbward logged in
       return null;
     }
-    const pipeline = new SessionPipeline(this.deps, { user, verified: false }, target.info, this.client);
+    const pipeline = new SessionPipeline(this.deps, identity, target.info, this.client, role);
     try {
       await pipeline.start();
     } catch (err) {
@@ -155,14 +182,81 @@ export class PgConnection {
     const relay = new PgRelay(this.socket, upstream.socket, pipeline,
       { metrics: this.deps.metrics, log: this.deps.log, maxMessageBytes: this.deps.limits.maxMessageBytes },
       () => this.deps.cancels.revoke(key.pid));
-    relay.start(this.reader.drain());
+    relay.start(this.frames ? this.frames.drain() : this.reader.drain());
     if (this.socket.destroyed) relay.terminate(pgErrors.upstreamLost());
+    else if (identity.verified && this.deps.auth.mode === 'oidc') expireAt(identity, this.deps.auth.graceMs, pipeline, relay);
     return relay;
   }
 
+  /**
+   * The token exchange: AuthenticationCleartextPassword, then a PasswordMessage
+   * whose password is the access token. Resolves to the identity, or null when
+   * the connection was refused (already answered and recorded).
+   */
+  private async authenticate(claimed: string, targetName: string): Promise<SessionIdentity | null> {
+    const auth = this.deps.auth;
+    if (auth.mode === 'unverified') return { user: claimed, verified: false };
+    if (!this.tlsOn && !auth.allowPlaintextToken) {
+      // Refused before asking, so the client never sends its token in clear.
+      return this.refuse(pgErrors.invalidAuthorization('dbward takes an OIDC access token as the password, and only over TLS: connect with sslmode=require'), claimed, targetName);
+    }
+    this.phase = 'authenticating';
+    // Length counts itself (4) and the password's NUL (1): a MAX_TOKEN_BYTES token just fits.
+    this.frames = new FrontendReader(MAX_TOKEN_BYTES + 5);
+    this.frames.push(this.reader.drain());
+    this.socket.write(authenticationCleartextPassword());
+    let token: string;
+    try {
+      const frame = await this.nextFrame();
+      if (frame.type !== 0x70 /* p */) throw pgErrors.protocolViolation(`expected a password message, got message type "${String.fromCharCode(frame.type)}"`);
+      token = decodePassword(frame.payload);
+    } catch (err) {
+      if (err instanceof PgError && err.sqlstate === '54000') {
+        return this.authFailed(claimed, targetName, new IdentityError('TOKEN_TOO_LARGE', `token exceeds ${MAX_TOKEN_BYTES} bytes`));
+      }
+      throw err;
+    }
+    this.socket.pause();
+    if (token === '') return this.authFailed(claimed, targetName, new IdentityError('TOKEN_MALFORMED', 'no token was given as the password'));
+    let identity: Identity;
+    try {
+      identity = await auth.verifier.verify(token, claimed);
+    } catch (err) {
+      return this.authFailed(claimed, targetName, err);
+    }
+    return this.phase === 'authenticating' ? identity : null;
+  }
+
+  /** Refuses a client whose token did not verify: 28P01 (28000 for a user mismatch or an unreachable issuer), audited without the token. */
+  private authFailed(claimed: string, targetName: string, err: unknown): null {
+    if (this.phase === 'closed') return null;
+    const e = err instanceof IdentityError ? err : new IdentityError('ISSUER_UNAVAILABLE', `token verification failed: ${(err as Error).message}`);
+    if (!(err instanceof IdentityError)) this.deps.log.error({ err }, 'unexpected error verifying a token');
+    const reason = e.message.slice(0, MAX_REASON_CHARS);
+    const pgErr = e.code === 'ISSUER_UNAVAILABLE'
+      ? new PgError('28000', 'dbward could not verify the token: the identity provider is unavailable', 'FATAL', undefined, 'Retry shortly; if it persists, tell the dbward operators.')
+      : e.code === 'USER_MISMATCH'
+        ? new PgError('28000', `${reason}`, 'FATAL', undefined, 'Connect with the user name your token was issued for.')
+        : new PgError('28P01', `password authentication failed for user "${claimed.slice(0, 64)}": ${reason}`, 'FATAL', undefined,
+          'dbward expects an OIDC access token as the password, e.g. PGPASSWORD=$(dbward token).');
+    this.deps.metrics.authFailures.inc({ reason: e.code });
+    this.deps.log.info({ user: claimed, client: this.client.address, reason: e.code }, 'authentication failed');
+    return this.reject(pgErr, {
+      ...eventBase('-'), type: 'auth_failure', user: claimed, client: this.client, target: targetName, reason: e.code, message: reason, sqlstate: pgErr.sqlstate,
+    });
+  }
+
   private next(): Promise<StartupPacket> {
+    return this.wait(() => this.reader.next());
+  }
+
+  private nextFrame(): Promise<Frame> {
+    return this.wait(() => this.frames!.next());
+  }
+
+  private wait<T>(read: () => T | null): Promise<T> {
     return new Promise((resolve, reject) => {
-      this.waiter = { resolve, reject };
+      this.waiter = { read, resolve: resolve as (v: unknown) => void, reject };
       this.pump();
     });
   }
@@ -171,10 +265,10 @@ export class PgConnection {
     if (!this.waiter) return;
     const w = this.waiter;
     try {
-      const pkt = this.reader.next();
-      if (!pkt) return;
+      const value = w.read();
+      if (value === null) return;
       this.waiter = null;
-      w.resolve(pkt);
+      w.resolve(value);
     } catch (err) {
       this.waiter = null;
       w.reject(err as Error);
@@ -208,7 +302,7 @@ export class PgConnection {
   }
 
   private abort(err: Error): void {
-    if (this.phase === 'connecting') this.phase = 'closed';
+    if (this.phase === 'connecting' || this.phase === 'authenticating') this.phase = 'closed';
     if (this.waiter) {
       const w = this.waiter;
       this.waiter = null;
@@ -218,12 +312,16 @@ export class PgConnection {
 
   /** Sends a FATAL error, records the refusal, closes. Returns null for the caller's convenience. */
   private refuse(err: PgError, user: string | null, target: string | null): null {
+    return this.reject(err, {
+      ...eventBase('-'), type: 'session_refused', user, client: this.client, target, sqlstate: err.sqlstate, reason: err.message,
+    });
+  }
+
+  private reject(err: PgError, event: AuditEvent): null {
     if (this.phase === 'closed') return null;
     this.deps.metrics.sessionsTotal.inc({ engine: 'postgres', result: 'refused' });
     try {
-      this.deps.audit.append(eventLine({
-        ...eventBase('-'), type: 'session_refused', user, client: this.client, target, sqlstate: err.sqlstate, reason: err.message,
-      }));
+      this.deps.audit.append(eventLine(event));
     } catch (e) {
       this.deps.log.error({ err: e }, 'audit append failed');
     }
@@ -241,7 +339,7 @@ export class PgConnection {
   }
 }
 
-function upstreamParams(params: Map<string, string>, user: string): Record<string, string> {
+function upstreamParams(params: Map<string, string>, user: string, role: string | null): Record<string, string> {
   const out: Record<string, string> = {};
   for (const k of FORWARDED_PARAMS) {
     const v = params.get(k);
@@ -250,7 +348,42 @@ function upstreamParams(params: Map<string, string>, user: string): Record<strin
   const app = params.get('application_name');
   // The database's own logs attribute the session to the dbward user.
   out.application_name = truncateBytes(`dbward:${user}${app ? ` ${app}` : ''}`, 63);
+  // As a startup parameter the role is the session's default, so RESET ROLE and DISCARD ALL return to it.
+  if (role !== null) out.role = role;
   return out;
+}
+
+/** The client's error when the upstream login failed; a refused role is named, other causes stay generic. */
+function upstreamLoginError(target: string, role: string | null, err: unknown): PgError {
+  if (!(err instanceof UpstreamError)) return pgErrors.upstreamUnavailable(target);
+  // 22023 (no such role) and 42501 (not a member): the role mapping does not fit the upstream.
+  if (role !== null && (err.sqlstate === '22023' || err.sqlstate === '42501' || err.sqlstate === '42704')) {
+    return new PgError('28000', `database role "${role}" of target "${target}" cannot be used`, 'FATAL', undefined,
+      'The dbward operators must create the role and grant it to the target\'s upstream user.');
+  }
+  return clientErrorFor(target, err);
+}
+
+/** Longest single timer Node allows; longer waits are re-armed. */
+const MAX_TIMER_MS = 2_147_483_647;
+
+/** Ends the session when its token expires (plus grace): it may not outlive the identity that opened it. */
+function expireAt(identity: Identity, graceMs: number, pipeline: SessionPipeline, relay: PgRelay): void {
+  const deadline = identity.expiresAt * 1000 + graceMs;
+  let timer: NodeJS.Timeout;
+  const arm = (): void => {
+    const left = deadline - Date.now();
+    if (left > 0) {
+      timer = setTimeout(arm, Math.min(left, MAX_TIMER_MS));
+      timer.unref();
+      return;
+    }
+    pipeline.endingFor('token_expired');
+    relay.terminate(new PgError('28000', `the access token of this session expired at ${new Date(identity.expiresAt * 1000).toISOString()}`, 'FATAL', undefined,
+      'Reconnect with a fresh token (dbward token).'));
+  };
+  arm();
+  void relay.closed.then(() => clearTimeout(timer));
 }
 
 function truncateBytes(s: string, max: number): string {

@@ -51,6 +51,14 @@ export class FrontendReader {
   get buffered(): number {
     return this.buf.length - this.off;
   }
+
+  /** Takes the unread bytes (handed to the session's reader after authentication). */
+  drain(): Buffer {
+    const rest = this.buf.subarray(this.off);
+    this.buf = Buffer.alloc(0);
+    this.off = 0;
+    return rest;
+  }
 }
 
 /**

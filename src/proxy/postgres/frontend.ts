@@ -171,7 +171,7 @@ export function decodeFunctionCall(payload: Buffer): { oid: number; argCount: nu
   return { oid, argCount };
 }
 
-/** PasswordMessage: a NUL-terminated password (the OIDC token, once identity lands). */
+/** PasswordMessage: a NUL-terminated password (for dbward, the OIDC access token). */
 export function decodePassword(payload: Buffer): string {
   const c = new Cursor(payload, 'PasswordMessage');
   const pw = c.cstring();

@@ -10,10 +10,11 @@ import { setPinning } from './lib/pin.js';
 import { countLines } from './lib/audit.js';
 import { ensureBenchDb, resetTpcb } from './lib/db.js';
 import { generateConfig, readOperatorConfig, type DbwardSetup } from './lib/dbward-config.js';
-import { runPgbench, type PgbenchResult, type Target } from './lib/pgbench.js';
+import { runPgbench, type Target } from './lib/pgbench.js';
+import { cpuSeconds } from './lib/cpu.js';
 import { installSignalCleanup, stopAll, stopChild } from './lib/children.js';
 import { dbwardCommand, staleBuildWarning, startDbward, startRelayProcess } from './lib/procs.js';
-import { connectTable, summarize, throughputTable, type ScenarioResult } from './lib/report.js';
+import { connectTable, summarize, throughputTable, type LegResult, type ScenarioResult } from './lib/report.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const DB = 'dbward_bench';
@@ -63,6 +64,7 @@ async function main(): Promise<void> {
   const tmp = mkdtempSync(path.join(os.tmpdir(), 'dbward-bench-'));
   installSignalCleanup(() => console.error(`logs kept in ${tmp}`));
   const targets: Partial<Record<Endpoint, Target>> = {};
+  const proxyPids: Partial<Record<Endpoint, number>> = {};
   const direct: Target = { ...UPSTREAM, user: 'root', database: DB };
   let ok = false;
   try {
@@ -72,6 +74,7 @@ async function main(): Promise<void> {
     if (args.endpoints.includes('relay')) {
       const relay = await startRelayProcess(ROOT, `${UPSTREAM.host}:${UPSTREAM.port}`, path.join(tmp, 'relay.log'));
       targets.relay = { ...direct, port: relay.port };
+      if (relay.child.pid !== undefined) proxyPids.relay = relay.child.pid;
     }
 
     let setup: DbwardSetup | null = null;
@@ -80,13 +83,15 @@ async function main(): Promise<void> {
     if (args.endpoints.includes('dbward')) {
       setup = args.dbwardConfig ? readOperatorConfig(args.dbwardConfig) : await generateConfig(tmp, DB);
       const t: Target = { host: setup.host, port: setup.port, user: 'root', database: DB };
-      console.log(`starting dbward: node ${dbwardCommand(ROOT).join(' ')} start -c ${setup.configPath}`);
-      const stale = staleBuildWarning(ROOT);
+      const root = args.dbwardRoot !== null ? path.resolve(args.dbwardRoot) : ROOT;
+      console.log(`starting dbward: (cd ${root} && node ${dbwardCommand(root).join(' ')} start -c ${setup.configPath})`);
+      const stale = staleBuildWarning(root);
       if (stale) console.warn(stale);
       // An operator's audit file may already hold earlier runs; only count what this run adds.
       auditBefore = (setup.auditPath ? await countLines(setup.auditPath) : null) ?? 0;
-      dbwardChild = await startDbward(ROOT, setup.configPath, t, path.join(tmp, 'dbward.log'));
+      dbwardChild = await startDbward(root, setup.configPath, t, path.join(tmp, 'dbward.log'));
       targets.dbward = t;
+      if (dbwardChild.pid !== undefined) proxyPids.dbward = dbwardChild.pid;
     }
 
     const endpoints = args.endpoints.filter((e) => targets[e] !== undefined);
@@ -101,17 +106,22 @@ async function main(): Promise<void> {
 
     const results: ScenarioResult[] = [];
     for (const s of list) {
-      const rounds: Partial<Record<Endpoint, PgbenchResult[]>> = {};
+      const rounds: Partial<Record<Endpoint, LegResult[]>> = {};
       for (let round = 0; round < args.rounds; round++) {
         // Rotate who goes first each round so no endpoint always runs on the freshest state.
         const order = endpoints.map((_, i) => endpoints[(i + round) % endpoints.length]!);
         for (const e of order) {
           if (s.writes) await resetTpcb(direct);
+          const cpu0 = cpuSeconds(proxyPids[e]);
           const r = await runPgbench(targets[e]!, [...s.args, '-T', String(args.duration)]);
+          const cpu1 = cpuSeconds(proxyPids[e]);
+          // Includes pgbench's connection setup; over a 10 s leg that is noise.
+          const cpuUsPerTx = cpu0 !== null && cpu1 !== null && r.transactions > 0 ? ((cpu1 - cpu0) * 1e6) / r.transactions : null;
           if (e === 'dbward') dbwardTxns += r.transactions;
-          (rounds[e] ??= []).push(r);
+          (rounds[e] ??= []).push({ ...r, cpuUsPerTx });
           const conn = r.connMs !== null ? `, conn ${r.connMs.toFixed(3)} ms` : '';
-          console.log(`[${s.id} round ${round + 1}/${args.rounds}] ${e.padEnd(6)} ${r.tps.toFixed(0).padStart(7)} tps, lat ${r.latencyMs.toFixed(3)} ms${conn}`);
+          const cpu = cpuUsPerTx !== null ? `, proxy CPU ${cpuUsPerTx.toFixed(1)} µs/tx` : '';
+          console.log(`[${s.id} round ${round + 1}/${args.rounds}] ${e.padEnd(6)} ${r.tps.toFixed(0).padStart(7)} tps, lat ${r.latencyMs.toFixed(3)} ms${conn}${cpu}`);
         }
       }
       const med: ScenarioResult['median'] = {};
@@ -147,7 +157,7 @@ async function main(): Promise<void> {
       node: process.version,
       pgbench: pgbenchVersion(),
       cpus: os.cpus().length,
-      dbwardCommand: targets.dbward ? dbwardCommand(ROOT) : null,
+      dbwardCommand: targets.dbward ? dbwardCommand(args.dbwardRoot !== null ? path.resolve(args.dbwardRoot) : ROOT) : null,
     };
     writeFileSync(out, JSON.stringify({ ...meta, results, audit }, null, 2) + '\n');
     console.log(`results written to ${path.relative(process.cwd(), out)}`);

@@ -9,6 +9,8 @@ export interface BenchArgs {
   scale: number;
   only: RegExp | null;
   dbwardConfig: string | null;
+  /** Run dbward from this directory's dist/ (a saved build to compare against) instead of the repository's. */
+  dbwardRoot: string | null;
   endpoints: Endpoint[];
   /** Also run the -C connection-setup scenario. */
   connect: boolean;
@@ -25,7 +27,9 @@ const USAGE = `usage: npm run bench -- [options]
   --connect             also measure connection setup cost (pgbench -C)
   --pin                 pin the proxy to CPU 1 and pgbench to CPU 0 (taskset), every leg alike
   --dbward-config FILE  start dbward with this config instead of the generated one
-                        (it must route database dbward_bench to 127.0.0.1:5432 as user root)`;
+                        (it must route database dbward_bench to 127.0.0.1:5432 as user root)
+  --dbward-root DIR     run dbward from DIR/dist/cli/main.js (a saved build; DIR needs
+                        package.json, schemas/ and node_modules/ next to dist/)`;
 
 function positiveInt(name: string, v: string | undefined): number {
   const n = Number(v);
@@ -41,6 +45,7 @@ export function parseArgs(argv: string[]): BenchArgs {
     scale: 10,
     only: null,
     dbwardConfig: null,
+    dbwardRoot: null,
     endpoints: [...ALL_ENDPOINTS],
     connect: false,
     pin: false,
@@ -63,6 +68,9 @@ export function parseArgs(argv: string[]): BenchArgs {
         break;
       case '--dbward-config':
         out.dbwardConfig = next() ?? null;
+        break;
+      case '--dbward-root':
+        out.dbwardRoot = next() ?? null;
         break;
       case '--pin':
         out.pin = true;

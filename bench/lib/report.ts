@@ -6,6 +6,13 @@ export interface Summary {
   tps: number;
   latencyMs: number;
   connMs: number | null;
+  /** CPU of the proxy process (relay or dbward) per transaction, µs; null for direct. */
+  cpuUsPerTx: number | null;
+}
+
+/** One pgbench leg, with the proxy's CPU per transaction when there is a proxy. */
+export interface LegResult extends PgbenchResult {
+  cpuUsPerTx: number | null;
 }
 
 export interface ScenarioResult {
@@ -13,7 +20,7 @@ export interface ScenarioResult {
   scenario: string;
   clients: number;
   pgbenchArgs: string[];
-  rounds: Partial<Record<Endpoint, PgbenchResult[]>>;
+  rounds: Partial<Record<Endpoint, LegResult[]>>;
   median: Partial<Record<Endpoint, Summary>>;
 }
 
@@ -25,12 +32,14 @@ export function median(xs: number[]): number {
 }
 
 /** Per-metric medians across rounds; metrics are taken independently, as each is noisy on its own. */
-export function summarize(runs: PgbenchResult[]): Summary {
+export function summarize(runs: LegResult[]): Summary {
   const conn = runs.map((r) => r.connMs).filter((x): x is number => x !== null);
+  const cpu = runs.map((r) => r.cpuUsPerTx).filter((x): x is number => x !== null);
   return {
     tps: median(runs.map((r) => r.tps)),
     latencyMs: median(runs.map((r) => r.latencyMs)),
     connMs: conn.length ? median(conn) : null,
+    cpuUsPerTx: cpu.length ? median(cpu) : null,
   };
 }
 
@@ -54,6 +63,7 @@ export function throughputTable(results: ScenarioResult[]): string {
     'TPS direct', 'TPS relay', 'TPS dbward',
     'lat ms direct', 'lat ms relay', 'lat ms dbward',
     'relay/direct', 'dbward/direct', 'dbward/relay',
+    'CPU µs/tx relay', 'CPU µs/tx dbward',
   ];
   const rows = results.map((r) => {
     const { direct: d, relay: rl, dbward: w } = r.median;
@@ -62,6 +72,7 @@ export function throughputTable(results: ScenarioResult[]): string {
       tpsFmt(d?.tps), tpsFmt(rl?.tps), tpsFmt(w?.tps),
       msFmt(d?.latencyMs), msFmt(rl?.latencyMs), msFmt(w?.latencyMs),
       ratio(rl?.tps, d?.tps), ratio(w?.tps, d?.tps), ratio(w?.tps, rl?.tps),
+      msFmt(rl?.cpuUsPerTx, 1), msFmt(w?.cpuUsPerTx, 1),
     ];
   });
   return table(header, rows);

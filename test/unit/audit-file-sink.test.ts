@@ -67,6 +67,18 @@ describe("fsync 'none'", () => {
     expect(read()).toBe('{"n":1}\n{"n":2}\n{"n":3}\n');
   });
 
+  it('writes lines larger than its encoding buffer, and multi-byte text, intact and in order', () => {
+    const sink = open('none');
+    const expected = [stmt('before é'), stmt('SELECT \'' + '🐘ü"\\'.repeat(50_000) + '\''), stmt('after 日本')];
+    sink.append(expected[0]!);
+    sink.commit(expected[1]!);
+    sink.commit(expected[2]!);
+    const written = lines();
+    expect(written.length).toBe(3);
+    expect(written.every((l, i) => l === expected[i])).toBe(true);
+    expect(read().endsWith('\n')).toBe(true);
+  });
+
   it('writes appended lines within a few ms when no commit follows', async () => {
     const sink = open('none');
     const started = Date.now();

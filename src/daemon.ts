@@ -10,7 +10,9 @@ import { Metrics } from './admin/metrics.js';
 import { FileAuditSink } from './audit/file-sink.js';
 import { resolveSecret } from './config/secrets.js';
 import type { Config, TargetConfig } from './config/types.js';
-import { allowAllPolicy, type PolicyEngine } from './policy/decide.js';
+import { PolicyHolder } from './policy/reload.js';
+import { AnalysisCache } from './analysis/cache.js';
+import { analyzePg, loadPgParser } from './analysis/pg/analyze.js';
 import { CancelRegistry } from './proxy/postgres/cancel.js';
 import type { PgTarget, SessionAuth } from './proxy/postgres/connection.js';
 import { TokenVerifier, type VerifierOptions } from './identity/verifier.js';
@@ -24,6 +26,8 @@ export interface Daemon {
   metrics: Metrics;
   log: Logger;
   audit: FileAuditSink;
+  /** Loads the policy files again (SIGHUP); an invalid policy leaves the old one in force. Returns whether the new one is in force. */
+  reloadPolicy(): boolean;
   /** Drains sessions (up to the configured timeout), flushes the audit trail, closes everything. */
   stop(): Promise<void>;
 }
@@ -34,8 +38,13 @@ export async function startDaemon(config: Config, opts: { log?: Logger; verifier
   const metrics = new Metrics();
   const targets = new Map<string, PgTarget>(config.targets.map((t) => [t.name, pgTarget(t)]));
   const audit = new FileAuditSink(config.audit.file.path, config.audit.file.fsync, metrics.auditObserver());
-  const policy: { current: PolicyEngine } = { current: allowAllPolicy };
+  // An invalid policy stops dbward here: it never starts without one.
+  const policy = new PolicyHolder(config.policy.paths, log.child({ room: 'policy' }), metrics);
+  if (config.policy.watch) policy.watch();
   const cancels = new CancelRegistry();
+  // The parser (WASM) loads once, before any client can send a statement.
+  await loadPgParser();
+  const analysis = new AnalysisCache(analyzePg);
   // One verifier for all listeners: they share the discovered keys.
   const verifier = config.identity.mode === 'oidc' ? new TokenVerifier(config.identity.verifier, opts.verifier) : null;
   if (!verifier) log.warn('identity.mode is unverified: sessions are NOT authenticated (loopback listeners only)');
@@ -53,7 +62,7 @@ export async function startDaemon(config: Config, opts: { log?: Logger; verifier
         ? { mode: 'oidc', verifier: verifier!, graceMs: config.identity.expiryGraceSec * 1000, allowPlaintextToken: l.allowPlaintextToken }
         : { mode: 'unverified' };
       const listener = new PgListener({
-        targets, cancels, secureContext, requireTls: l.requireTls, auth, limits: config.limits,
+        targets, cancels, secureContext, requireTls: l.requireTls, auth, limits: config.limits, analysis,
         metrics, log: log.child({ listener: l.name }), audit, policy,
       });
       ports[l.name] = await listener.listen(l.host, l.port);
@@ -66,10 +75,12 @@ export async function startDaemon(config: Config, opts: { log?: Logger; verifier
           ...(audit.healthy ? [] : ['audit sink cannot be written']),
           ...(stopping ? ['shutting down'] : []),
         ],
+        warnings: () => (policy.problem ? [`policy reload refused, previous policy in force: ${policy.problem}`] : []),
       });
       log.info({ host: config.admin.host, port: admin.port }, 'admin server listening');
     }
   } catch (err) {
+    policy.close();
     await Promise.all(listeners.map((l) => l.listener.drain(0)));
     admin?.server.close();
     await audit.close();
@@ -82,9 +93,11 @@ export async function startDaemon(config: Config, opts: { log?: Logger; verifier
     metrics,
     log,
     audit,
+    reloadPolicy: () => policy.reload('SIGHUP'),
     async stop() {
       if (stopping) return;
       stopping = true;
+      policy.close();
       log.info({ timeoutMs: config.shutdown.drainTimeoutMs }, 'draining sessions');
       await Promise.all(listeners.map((l) => l.listener.drain(config.shutdown.drainTimeoutMs)));
       if (admin) {

@@ -19,12 +19,16 @@ export async function generateConfig(dir: string, database: string): Promise<Dbw
   while (admin === port) admin = await freePort();
   const auditPath = path.join(dir, 'audit.jsonl');
   const configPath = path.join(dir, 'dbward.bench.yaml');
+  // Allow everything (statements are still parsed and decided): the throughput bench measures the proxy path.
+  const policyPath = path.join(dir, 'policy.allow.yaml');
+  writeFileSync(policyPath, 'default: allow\n');
   // fsync none and log warn: the bench measures the proxy path, not disk flushes or log volume.
   const yaml = `listeners:
   - { name: pg, host: 127.0.0.1, port: ${port}, require_tls: false }
 targets:
   - { name: ${database}, host: 127.0.0.1, port: 5432, database: ${database}, user: root, tls: { mode: disable } }
 identity: { mode: unverified }
+policy: { path: ${JSON.stringify(policyPath)}, watch: false }
 audit:
   file: { path: ${JSON.stringify(auditPath)}, fsync: none }
 admin: { host: 127.0.0.1, port: ${admin} }

@@ -24,6 +24,8 @@ export class Metrics {
   });
   readonly auditBatch = new client.Gauge({ name: 'dbward_audit_last_batch_events', help: 'Events in the last group commit', registers: [this.registry] });
   readonly auditFailures = new client.Counter({ name: 'dbward_audit_write_failures_total', help: 'Failed audit writes', registers: [this.registry] });
+  readonly policyRules = new client.Gauge({ name: 'dbward_policy_rules', help: 'Rules in the policy in force', registers: [this.registry] });
+  readonly policyReloads = new client.Counter({ name: 'dbward_policy_reloads_total', help: 'Policy reloads; result=invalid left the previous policy in force', labelNames: ['result'], registers: [this.registry] });
   readonly authFailures = new client.Counter({ name: 'dbward_auth_failures_total', help: 'Failed session authentications by reason', labelNames: ['reason'], registers: [this.registry] });
   readonly refusals = new client.Counter({ name: 'dbward_statements_refused_total', help: 'Statements refused and why', labelNames: ['reason'], registers: [this.registry] });
 

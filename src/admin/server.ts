@@ -1,5 +1,6 @@
 // Admin HTTP: /metrics (Prometheus), /healthz (the process answers), /readyz
-// (listeners up and the audit store writable). Bound to loopback by default.
+// (listeners up and the audit store writable; warnings such as a policy reload that
+// was refused). Bound to loopback by default.
 
 import http from 'node:http';
 import type net from 'node:net';
@@ -9,6 +10,8 @@ import type { Metrics } from './metrics.js';
 export interface Readiness {
   /** Problems that make dbward not ready; empty when ready. */
   problems(): string[];
+  /** Conditions an operator must see that do not stop dbward serving (a rejected policy reload). */
+  warnings(): string[];
 }
 
 /** Starts the admin server; resolves to it and its bound port. */
@@ -39,7 +42,7 @@ async function handle(req: http.IncomingMessage, res: http.ServerResponse, metri
     json(res, 200, { status: 'ok' });
   } else if (path === '/readyz') {
     const problems = readiness.problems();
-    json(res, problems.length === 0 ? 200 : 503, { status: problems.length === 0 ? 'ready' : 'not_ready', problems });
+    json(res, problems.length === 0 ? 200 : 503, { status: problems.length === 0 ? 'ready' : 'not_ready', problems, warnings: readiness.warnings() });
   } else {
     json(res, 404, { error: 'not found' });
   }

@@ -87,7 +87,11 @@ export interface StatementEvent extends Base {
   target: TargetRecord;
   protocol: 'simple' | 'extended' | 'function_call';
   statement: { text: string; name?: string; portal?: string; function_oid?: number };
-  decision: { action: 'allow' | 'deny'; rules: string[]; default: boolean; message?: string };
+  decision: { action: 'allow' | 'deny' | 'require_approval'; rules: string[]; default: boolean; message?: string; limit_rows?: number };
+  /** What the parser found, per statement of the text (absent for fast-path calls recorded before analysis existed). */
+  facts?: { kinds: string[]; reads: string[]; writes: string[]; functions: string[]; flags: string[] }[];
+  /** Why the text could not be parsed. */
+  analysis_error?: string;
 }
 
 export interface StatementOutcomeEvent extends Base {

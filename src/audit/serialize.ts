@@ -4,8 +4,9 @@
 // for the typed event (a unit test holds them together).
 
 import { randomUUID } from 'node:crypto';
+import type { Analysis } from '../analysis/facts.js';
 import type { Decision } from '../policy/decide.js';
-import { isoMicros, type AuditEvent, type IdentityRecord, type StatementEvent, type StatementOutcomeEvent, type TargetRecord } from './events.js';
+import { type AuditEvent, type IdentityRecord, type StatementEvent, type StatementOutcomeEvent, type TargetRecord } from './events.js';
 
 /** Serializes any event (the general, slower path). */
 export function eventLine(event: AuditEvent): string {
@@ -18,6 +19,7 @@ export class SessionFragments {
   private readonly identityJson: string;
   private readonly targetJson: string;
   private readonly decisions = new WeakMap<Decision, string>();
+  private readonly tags = new Map<string, string>();
 
   constructor(readonly session: string, identity: IdentityRecord, target: TargetRecord) {
     this.sessionJson = JSON.stringify(session);
@@ -26,28 +28,109 @@ export class SessionFragments {
   }
 
   /** The statement event line and its id. */
-  statement(protocol: StatementEvent['protocol'], statement: StatementEvent['statement'], decision: Decision): { id: string; line: string } {
+  statement(protocol: StatementEvent['protocol'], statement: StatementEvent['statement'], decision: Decision, analysis?: Analysis): { id: string; line: string } {
     const id = randomUUID();
-    const line = `{"v":1,"id":"${id}","time":"${isoMicros()}","session":${this.sessionJson},"type":"statement",`
+    const line = `{"v":1,"id":"${id}","time":"${timeNow()}","session":${this.sessionJson},"type":"statement",`
       + `"identity":${this.identityJson},"target":${this.targetJson},"protocol":"${protocol}",`
-      + `"statement":${JSON.stringify(statement)},"decision":${this.decisionJson(decision)}}`;
+      + `"statement":${statementJson(statement)},"decision":${this.decisionJson(decision)}${analysis ? analysisJson(analysis) : ''}}`;
     return { id, line };
   }
 
   /** The outcome event line of a statement. */
   outcome(statementId: string, outcome: StatementOutcomeEvent['outcome']): string {
-    const tags = outcome.tags.length === 0 ? '[]' : JSON.stringify(outcome.tags);
-    return `{"v":1,"id":"${randomUUID()}","time":"${isoMicros()}","session":${this.sessionJson},"type":"statement_outcome",`
-      + `"statement_id":"${statementId}","outcome":{"status":"${outcome.status}","tags":${tags},"rows":${outcome.rows},`
-      + `"sqlstate":${outcome.sqlstate === null ? 'null' : JSON.stringify(outcome.sqlstate)},"duration_ms":${outcome.duration_ms}}}`;
+    return `{"v":1,"id":"${randomUUID()}","time":"${timeNow()}","session":${this.sessionJson},"type":"statement_outcome",`
+      + `"statement_id":"${statementId}","outcome":{"status":"${outcome.status}","tags":${this.tagsJson(outcome.tags)},"rows":${outcome.rows},`
+      + `"sqlstate":${outcome.sqlstate === null ? 'null' : JSON.stringify(outcome.sqlstate)},"duration_ms":${numberJson(outcome.duration_ms)}}}`;
+  }
+
+  /** The JSON of a tag list; a single tag's JSON is cached, as most statements of a session repeat a few tags. */
+  private tagsJson(tags: string[]): string {
+    if (tags.length === 0) return '[]';
+    if (tags.length > 1) return JSON.stringify(tags);
+    const tag = tags[0]!;
+    let json = this.tags.get(tag);
+    if (json === undefined) {
+      json = JSON.stringify(tags);
+      if (this.tags.size >= MAX_CACHED_TAGS) this.tags.clear();
+      this.tags.set(tag, json);
+    }
+    return json;
   }
 
   private decisionJson(d: Decision): string {
     let json = this.decisions.get(d);
     if (json === undefined) {
-      json = JSON.stringify({ action: d.action, rules: d.ruleIds, default: d.default, ...(d.message !== undefined ? { message: d.message } : {}) });
+      json = JSON.stringify({
+        action: d.action, rules: d.ruleIds, default: d.default,
+        ...(d.message !== undefined ? { message: d.message } : {}), ...(d.limitRows !== undefined ? { limit_rows: d.limitRows } : {}),
+      });
       this.decisions.set(d, json);
     }
     return json;
   }
+}
+
+const MAX_CACHED_TAGS = 64;
+
+/** The facts part of a statement line, by analysis: analyses are shared through the analysis cache, so each is serialized once. */
+const analysisJsons = new WeakMap<Analysis, string>();
+
+/** `,"facts":[...]` or `,"analysis_error":"..."` for a statement line. */
+export function analysisJson(a: Analysis): string {
+  let json = analysisJsons.get(a);
+  if (json === undefined) {
+    json = a.ok
+      ? `,"facts":${JSON.stringify(a.statements.map((f) => ({
+        kinds: f.kinds, reads: f.reads.map((t) => t.name), writes: f.writes.map((t) => t.name), functions: f.functions, flags: f.flags,
+      })))}`
+      : `,"analysis_error":${JSON.stringify(a.error)}`;
+    analysisJsons.set(a, json);
+  }
+  return json;
+}
+
+/** JSON of a statement record; a simple-protocol one (text only) without JSON.stringify's walk over an object. */
+function statementJson(statement: StatementEvent['statement']): string {
+  if (statement.name === undefined && statement.portal === undefined && statement.function_oid === undefined) {
+    return `{"text":${JSON.stringify(statement.text)}}`;
+  }
+  return JSON.stringify(statement);
+}
+
+/**
+ * JSON of a number, as JSON.stringify gives it. A duration in ms with up to three
+ * decimals is formatted from its integer microseconds: converting a double to its
+ * shortest decimal is several times slower than an integer, and this runs per
+ * statement. (For such a value the shortest round-trip decimal is exactly k/1000.)
+ */
+export function numberJson(n: number): string {
+  const k = Math.round(n * 1000);
+  if (k >= 0 && k <= 0x7fffffff && k / 1000 === n) {
+    const int = Math.floor(k / 1000);
+    const frac = k - int * 1000;
+    if (frac === 0) return `${int}`;
+    const digits = frac < 10 ? `00${frac}` : frac < 100 ? `0${frac}` : `${frac}`;
+    return `${int}.${digits.charCodeAt(2) === 48 ? (digits.charCodeAt(1) === 48 ? digits.slice(0, 1) : digits.slice(0, 2)) : digits}`;
+  }
+  return JSON.stringify(n);
+}
+
+let cachedSecond = -1;
+let cachedSecondPrefix = '';
+
+/**
+ * Now as ISO-8601 UTC with microseconds (the events' `time`), the same clock
+ * and format as `isoMicros` in events.ts. Formatting a Date (vsnprintf inside
+ * V8) is most of the cost, so it is done once per second and the fraction is
+ * appended: the hot path formats two events per statement.
+ */
+export function timeNow(): string {
+  const micros = Math.floor((performance.timeOrigin + performance.now()) * 1000);
+  const second = Math.floor(micros / 1_000_000);
+  if (second !== cachedSecond) {
+    cachedSecond = second;
+    cachedSecondPrefix = new Date(second * 1000).toISOString().slice(0, 20); // "2026-11-23T21:08:12."
+  }
+  const frac = `${micros - second * 1_000_000}`;
+  return `${cachedSecondPrefix}${'000000'.slice(frac.length)}${frac}Z`;
 }

@@ -5,12 +5,15 @@
 
 import fs from 'node:fs';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import type { Config } from '../config/types.js';
 import { startDaemon, type Daemon } from '../daemon.js';
 import { startDemoDatabaseProcess } from '../embedded/demo-db-process.js';
 import { createDevCertificate } from '../embedded/devcert.js';
 import { ACCOUNTS, AGENT_CLIENT, DBWARD_RESOURCE, DEVICE_CLIENT_ID, startDevIssuer, type DevIssuer } from '../embedded/dev-idp.js';
 import { resolveIdentityConfig } from '../identity/types.js';
+
+const DEV_POLICIES = ['baseline.yaml', 'where-required.yaml', 'pii-approval.yaml'];
 
 /** Demo tokens live a working day, so the printed line keeps working. */
 const DEV_TOKEN_TTL_SEC = 8 * 3600;
@@ -37,6 +40,9 @@ export async function runDev(opts: { port: number; adminPort: number; idpPort: n
       // PGlite is single-role, so the demo maps no groups to roles.
       roles: [], defaultRole: null,
     }],
+    // The example policies: nobody changes role or touches server files; UPDATE/DELETE need
+    // a WHERE; writes to the PII tables need approval; agents stay away from them.
+    policy: { paths: DEV_POLICIES.map((f) => fileURLToPath(new URL(`../../examples/policies/${f}`, import.meta.url))), watch: false },
     identity: {
       mode: 'oidc',
       verifier: resolveIdentityConfig({ issuer: idp.issuer, audience: 'dbward', kind: { claim: 'dbward_kind', agentClients: [AGENT_CLIENT.id] } }),

@@ -4,8 +4,7 @@
 
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { ConfigError, loadConfig } from '../config/load.js';
-import { startDaemon, type Daemon } from '../daemon.js';
+import type { Daemon } from '../daemon.js';
 
 const HELP = `dbward: identity-aware database proxy
 
@@ -18,9 +17,12 @@ Usage:
   dbward token                    print a valid access token: PGPASSWORD=$(dbward token)
   dbward token --client-credentials --issuer URL --client-id ID [--resource R]
                                   token for a service or agent (secret in DBWARD_CLIENT_SECRET)
+  dbward policy check|test|explain ...
+                                  lint policies, run policy test cases, explain a decision
   dbward --version
 
-Signals: SIGTERM/SIGINT drain sessions (up to shutdown.drain_timeout_ms) and exit.
+Signals: SIGTERM/SIGINT drain sessions (up to shutdown.drain_timeout_ms) and exit;
+SIGHUP reloads the policy (an invalid one leaves the previous policy in force).
 `;
 
 async function main(argv: string[]): Promise<number> {
@@ -40,6 +42,8 @@ async function main(argv: string[]): Promise<number> {
       process.stderr.write('dbward start: missing -c FILE\n');
       return 2;
     }
+    // Loaded per command, so `$(dbward token)` does not pay for the daemon's modules.
+    const [{ loadConfig }, { startDaemon }] = await Promise.all([import('../config/load.js'), import('../daemon.js')]);
     const daemon = await startDaemon(loadConfig(values.config));
     await untilSignal(daemon);
     return 0;
@@ -59,6 +63,10 @@ async function main(argv: string[]): Promise<number> {
     });
     await untilSignal(daemon);
     return 0;
+  }
+  if (command === 'policy') {
+    const { policyCommand } = await import('./policy.js');
+    return policyCommand(rest);
   }
   if (command === 'login' || command === 'token') {
     // Loaded only here: the daemon never needs the OIDC client side.
@@ -81,14 +89,17 @@ function untilSignal(daemon: Daemon & { onStop?: () => Promise<void> }): Promise
     };
     process.on('SIGTERM', onSignal);
     process.on('SIGINT', onSignal);
+    process.on('SIGHUP', () => { daemon.reloadPolicy(); });
   });
 }
 
 main(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (err: unknown) => {
-    if (err instanceof ConfigError) process.stderr.write(`dbward: invalid configuration\n${err.message}\n`);
-    else process.stderr.write(`dbward: ${(err as Error).message ?? String(err)}\n`);
+    const e = err as { code?: string; message?: string };
+    // Matched by code: ConfigError's module is loaded lazily, only by `start`.
+    if (e.code === 'CONFIG_INVALID') process.stderr.write(`dbward: invalid configuration\n${e.message}\n`);
+    else process.stderr.write(`dbward: ${e.message ?? String(err)}\n`);
     process.exit(1);
   },
 );

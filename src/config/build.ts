@@ -51,6 +51,7 @@ export interface RawConfig {
   listeners: RawListener[];
   targets: RawTarget[];
   identity: RawIdentity;
+  policy: { path: string | string[]; watch?: boolean };
   audit?: { file?: { path?: string; fsync?: 'none' | 'batch' } };
   admin?: { host?: string; port?: number | null };
   limits?: { max_message_bytes?: number; max_startup_bytes?: number; startup_timeout_ms?: number };
@@ -171,6 +172,7 @@ export function buildConfig(raw: RawConfig, source: string): Config {
     listeners,
     targets,
     identity: identitySettings(raw.identity),
+    policy: { paths: (Array.isArray(raw.policy.path) ? raw.policy.path : [raw.policy.path]).map(rel), watch: raw.policy.watch ?? true },
     audit: {
       file: {
         path: rel(raw.audit?.file?.path ?? 'audit/dbward.jsonl'),

@@ -58,7 +58,8 @@ export function parseConfig(text: string, sourcePath: string): Config {
   return buildConfig(data as RawConfig, path.resolve(sourcePath));
 }
 
-function yamlProblem(e: YAMLError, locate: Locator): SchemaProblem {
+/** A YAML parse error as a positioned problem, in words an operator understands. */
+export function yamlProblem(e: YAMLError, locate: Locator): SchemaProblem {
   const at = locate.offset(e.pos[0]);
   let message = e.message;
   if (e.code === 'DUPLICATE_KEY') {

@@ -87,14 +87,14 @@ function describeError(e: ErrorObject, at: PathSegment[]): string {
   return e.message ?? `failed ${e.keyword} check`;
 }
 
-// JSON Schema type names, in the YAML vocabulary operators know.
-function article(type: string): string {
+/** A JSON Schema type name in the YAML vocabulary operators know ("a mapping", "a list"). */
+export function article(type: string): string {
   const names: Record<string, string> = { object: 'a mapping', array: 'a list', integer: 'an integer', null: 'null' };
   return names[type] ?? `a ${type}`;
 }
 
-// Says what kind of value was found without repeating it (it might be a misplaced secret).
-function kindOf(v: unknown): string {
+/** What kind of value was found, without repeating it (it might be a misplaced secret). */
+export function kindOf(v: unknown): string {
   if (v === null) return 'null';
   if (Array.isArray(v)) return 'a list';
   if (typeof v === 'object') return 'a mapping';

@@ -87,12 +87,20 @@ export interface LimitsConfig {
   startupTimeoutMs: number;
 }
 
+/** Where the guardrail policy comes from. */
+export interface PolicyConfig {
+  /** Absolute paths of policy files or directories. */
+  paths: string[];
+  watch: boolean;
+}
+
 export interface Config {
   /** Absolute path of the file this came from (for reload and relative paths). */
   source: string;
   listeners: ListenerConfig[];
   targets: TargetConfig[];
   identity: IdentitySettings;
+  policy: PolicyConfig;
   audit: AuditConfig;
   admin: AdminConfig;
   limits: LimitsConfig;

@@ -1,28 +1,35 @@
-// The decision seam. Every statement-carrying message reaches decide() before it
-// is forwarded. Until guardrail policies land, the only engine is allow-all, and
-// its decisions say so (no rule ids, default: true) so the audit trail is honest.
+// The decision seam. Every statement-carrying message is analyzed and reaches
+// decide() before it is forwarded. The allow-all engine remains for protocol
+// tests and `identity.mode: unverified` setups that configure no policy; its
+// decisions say so (no rule ids, default: true) so the audit trail is honest.
 
-import type { SessionIdentity, StatementRequest, TargetInfo } from '../proxy/session.js';
+import type { Analysis } from '../analysis/facts.js';
+import type { SessionIdentity, TargetInfo } from '../proxy/session.js';
 
-/** What policy says about one statement. */
+/** What policy says about one SQL string (all of its statements together). */
 export interface Decision {
-  action: 'allow' | 'deny';
+  /** deny > require_approval > allow: the strictest matching rule's action wins. */
+  action: 'allow' | 'deny' | 'require_approval';
   /** Ids of the rules that made the decision; empty when the default decided. */
   ruleIds: string[];
-  /** True when no rule matched and the engine's default applied. */
+  /** True when no rule matched and the policy's default applied. */
   default: boolean;
-  /** Shown to the client on deny. */
+  /** Shown to the client on deny (and on require_approval until approvals exist). */
   message?: string;
+  /** With allow: the most rows the client may receive (smallest limit_rows that matched). */
+  limitRows?: number;
+  /** With require_approval: who may approve, and how long an approval stays valid. */
+  approval?: { approvers: string[]; ttlSec: number };
 }
 
-/** Decides statements for sessions. Synchronous: decisions sit on the hot path. */
+/** Decides statements for sessions. Synchronous and allocation-light: decisions sit on the hot path. */
 export interface PolicyEngine {
-  decide(identity: SessionIdentity, target: TargetInfo, statement: StatementRequest): Decision;
+  decide(identity: SessionIdentity, target: TargetInfo, analysis: Analysis): Decision;
 }
 
 const ALLOW_DEFAULT: Decision = Object.freeze({ action: 'allow', ruleIds: [], default: true }) as Decision;
 
-/** The engine used until policies are configured: every statement is allowed, by default. */
+/** Every statement is allowed, by default (for protocol tests; a real deployment configures a policy). */
 export const allowAllPolicy: PolicyEngine = {
   decide: () => ALLOW_DEFAULT,
 };

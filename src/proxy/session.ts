@@ -7,7 +7,12 @@ import type { Logger } from 'pino';
 import type { Metrics } from '../admin/metrics.js';
 import { eventBase, type AuditEvent, type AuditSink, type ClientRecord, type IdentityRecord, type StatementOutcomeEvent, type TargetRecord } from '../audit/events.js';
 import { eventLine, SessionFragments } from '../audit/serialize.js';
+import type { AnalysisCache } from '../analysis/cache.js';
+import { fastPathAnalysis } from '../analysis/fast-path.js';
+import type { Analysis } from '../analysis/facts.js';
+import type { SqlSessionState } from '../analysis/session-state.js';
 import type { SessionIdentity } from '../identity/types.js';
+import { decideWithBuiltins } from '../policy/builtin.js';
 import type { Decision, PolicyEngine } from '../policy/decide.js';
 
 export type { SessionIdentity } from '../identity/types.js';
@@ -36,10 +41,22 @@ export type ClientInfo = ClientRecord;
 /** The services a session pipeline uses; owned by the daemon. */
 export interface PipelineDeps {
   policy: { current: PolicyEngine };
+  /** Statement analysis with its cache, shared by the daemon's sessions. */
+  analysis: AnalysisCache;
   audit: AuditSink;
   metrics: Metrics;
   log: Logger;
 }
+
+/** A policy decision together with the analysis it was made on. */
+export interface Ruling {
+  /** The engine's decision object (shared, so its audit JSON is computed once). */
+  decision: Decision;
+  analysis: Analysis;
+}
+
+/** Rulings remembered per session, by statement text: a repeated statement costs a map lookup. */
+const MAX_RULINGS = 512;
 
 /** A statement that was admitted (recorded) and may be forwarded; completed once its outcome is known. */
 export interface Admission {
@@ -50,7 +67,7 @@ export interface Admission {
 export type Outcome = StatementOutcomeEvent['outcome'];
 
 /** Why a statement was not forwarded. */
-export type Refusal = { reason: 'policy'; decision: Decision } | { reason: 'audit'; error: Error };
+export type Refusal = { reason: 'policy'; decision: Ruling } | { reason: 'audit'; error: Error };
 
 /** The per-session pipeline: every statement passes decide() and admit() before forwarding. */
 export class SessionPipeline {
@@ -63,12 +80,17 @@ export class SessionPipeline {
   private ended = false;
   private started = false;
   private endReason: string | undefined;
+  private readonly rulings = new Map<string, Ruling>();
+  private rulingsEngine: PolicyEngine | null = null;
+  private rulingsVersion = -1;
 
   constructor(
     private readonly deps: PipelineDeps,
     readonly identity: SessionIdentity,
     readonly target: TargetInfo,
     readonly client: ClientInfo,
+    /** Search path and SQL-level prepared statements, as analysis needs them. */
+    readonly sql: SqlSessionState,
     /** The upstream role the session runs as, if the target maps groups to roles. */
     readonly role: string | null = null,
   ) {
@@ -86,9 +108,36 @@ export class SessionPipeline {
     this.deps.metrics.sessionsActive.inc({ engine: 'postgres' });
   }
 
-  /** The policy decision for a statement (synchronous; no I/O). */
-  decide(stmt: StatementRequest): Decision {
-    return this.deps.policy.current.decide(this.identity, this.target, stmt);
+  /** Analyzes a statement and decides it (synchronous; no I/O; cached by text). */
+  decide(stmt: StatementRequest): Ruling {
+    const engine = this.deps.policy.current;
+    if (engine !== this.rulingsEngine || this.sql.version !== this.rulingsVersion) {
+      // A reloaded policy, or a session change (search_path, PREPARE), invalidates what was decided.
+      this.rulings.clear();
+      this.rulingsEngine = engine;
+      this.rulingsVersion = this.sql.version;
+    }
+    if (stmt.protocol === 'function_call') return this.rule(engine, fastPathAnalysis(stmt.functionOid ?? -1));
+    const cached = this.rulings.get(stmt.text);
+    if (cached) return cached;
+    const ruling = this.rule(engine, this.deps.analysis.get(stmt.text, this.sql));
+    if (!ruling.analysis.ok || !ruling.analysis.statements.some((f) => f.kinds.includes('execute'))) {
+      if (this.rulings.size >= MAX_RULINGS) this.rulings.delete(this.rulings.keys().next().value!);
+      this.rulings.set(stmt.text, ruling);
+    }
+    return ruling;
+  }
+
+  private rule(engine: PolicyEngine, analysis: Analysis): Ruling {
+    let decision: Decision;
+    try {
+      decision = decideWithBuiltins(engine, this.identity, this.target, analysis);
+    } catch (err) {
+      // A policy that cannot decide does not let the statement through.
+      this.deps.log.error({ err, session: this.id }, 'policy engine failed; statement denied');
+      decision = { action: 'deny', ruleIds: [], default: false, message: 'dbward could not evaluate its policy for this statement' };
+    }
+    return { decision, analysis };
   }
 
   /**
@@ -97,16 +146,18 @@ export class SessionPipeline {
    * could not be written: nothing executes unrecorded). Synchronous when the
    * sink writes synchronously; a promise when it group-commits.
    */
-  admit(stmt: StatementRequest, decision: Decision): Admission | Refusal | Promise<Admission | Refusal> {
-    const { id, line } = this.fragments.statement(stmt.protocol, statementRecord(stmt), decision);
+  admit(stmt: StatementRequest, decision: Ruling): Admission | Refusal | Promise<Admission | Refusal> {
+    const { id, line } = this.fragments.statement(stmt.protocol, statementRecord(stmt), decision.decision, decision.analysis);
     this.statements++;
-    if (decision.action !== 'allow') {
+    if (decision.decision.action !== 'allow') {
       this.deps.metrics.pgDenied.inc();
       this.deps.metrics.refusals.inc({ reason: 'policy' });
       this.safeAppend(line);
       return { reason: 'policy', decision };
     }
     this.deps.metrics.pgAllowed.inc();
+    // Applied once admitted: later statements are analyzed in the state this one creates.
+    this.sql.apply(decision.analysis);
     let pending: void | Promise<void>;
     try {
       pending = this.deps.audit.commit(line);
@@ -120,7 +171,10 @@ export class SessionPipeline {
   /** Appends the outcome of an admitted statement. */
   complete(admission: Admission, outcome: Omit<Outcome, 'duration_ms'>): void {
     const durationMs = Number(process.hrtime.bigint() - admission.startedNs) / 1e6;
-    this.safeAppend(this.fragments.outcome(admission.eventId, { ...outcome, duration_ms: Math.round(durationMs * 1000) / 1000 }));
+    // A literal, not a spread: a spread takes V8's slow path and defeats the serializer's inline caches.
+    this.safeAppend(this.fragments.outcome(admission.eventId, {
+      status: outcome.status, tags: outcome.tags, rows: outcome.rows, sqlstate: outcome.sqlstate, duration_ms: Math.round(durationMs * 1000) / 1000,
+    }));
   }
 
   /** Names why the session is about to end, overriding what the protocol layer will report (e.g. token_expired). */

@@ -172,6 +172,32 @@ describe('after startup', () => {
   });
 });
 
+/** A well-formed reply to dbward's post-login `SHOW search_path`. */
+function settingsAnswer(): Buffer {
+  const frame = (type: string, body: Buffer) => {
+    const head = Buffer.alloc(5);
+    head.write(type);
+    head.writeInt32BE(body.length + 4, 1);
+    return Buffer.concat([head, body]);
+  };
+  const field = (name: string) => {
+    const b = Buffer.alloc(name.length + 1 + 18);
+    b.write(name);
+    b.writeInt32BE(25, name.length + 1 + 6); // type oid: text
+    b.writeInt16BE(-1, name.length + 1 + 10);
+    b.writeInt32BE(-1, name.length + 1 + 12);
+    return b;
+  };
+  const count = (n: number) => { const b = Buffer.alloc(2); b.writeInt16BE(n); return b; };
+  const value = (v: string) => { const b = Buffer.alloc(4); b.writeInt32BE(Buffer.byteLength(v)); return Buffer.concat([b, Buffer.from(v)]); };
+  return Buffer.concat([
+    frame('T', Buffer.concat([count(1), field('search_path')])),
+    frame('D', Buffer.concat([count(1), value('"$user", public')])),
+    frame('C', Buffer.from('SHOW\0')),
+    frame('Z', Buffer.from('I')),
+  ]);
+}
+
 describe('hostile upstream', () => {
   let fake: net.Server;
   let h: TestDaemon;
@@ -182,6 +208,7 @@ describe('hostile upstream', () => {
     fake = net.createServer((s) => {
       s.on('error', () => undefined);
       let started = false;
+      let probed = false;
       s.on('data', (b) => {
         if (!started && b.length === 8 && b.readInt32BE(4) === 80877103) {
           s.write(mode === 'ssl-inject' ? Buffer.from('SZ\0\0\0\x05I') : 'N');
@@ -190,6 +217,12 @@ describe('hostile upstream', () => {
         if (!started) {
           started = true;
           s.write(Buffer.from([0x52, 0, 0, 0, 8, 0, 0, 0, 0, 0x5a, 0, 0, 0, 5, 0x49]));
+          return;
+        }
+        if (!probed) {
+          // dbward's own settings query after login gets a proper answer; the hostility comes later.
+          probed = true;
+          s.write(settingsAnswer());
           return;
         }
         if (mode === 'short-length') s.write(Buffer.from([0x43, 0, 0, 0, 1]));

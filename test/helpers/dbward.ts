@@ -11,6 +11,13 @@ import { startDaemon, type Daemon } from '../../src/daemon.js';
 import type { VerifierOptions } from '../../src/identity/verifier.js';
 import { PG } from './services.js';
 
+const ALLOW_ALL_POLICY = `default: allow
+rules:
+  - id: test-fast-path
+    match: { statement: { functions: ["oid:*"] } }
+    action: allow
+`;
+
 export interface TestDaemon {
   daemon: Daemon;
   port: number;
@@ -39,14 +46,21 @@ export async function startTestDaemon(opts: {
   /** Default: unverified (the protocol tests need no tokens); identity tests pass an oidc setting. */
   identity?: IdentitySettings;
   verifier?: VerifierOptions;
+  /** Policy YAML; default: allow everything, fast-path calls included (the protocol tests are not about policy). */
+  policy?: string;
+  /** Policy files or directories to load instead of `policy`. */
+  policyPaths?: string[];
 } = {}): Promise<TestDaemon> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dbward-test-'));
   const auditPath = opts.auditPath ?? path.join(dir, 'audit.jsonl');
+  const policyPath = path.join(dir, 'policy.yaml');
+  fs.writeFileSync(policyPath, opts.policy ?? ALLOW_ALL_POLICY);
   const config: Config = {
     source: '(test)',
     listeners: [{ name: 'pg', engine: 'postgres', host: '127.0.0.1', port: 0, requireTls: false, allowPlaintextToken: false, ...opts.listener }],
     targets: opts.targets ?? [pgTarget()],
     identity: opts.identity ?? { mode: 'unverified' },
+    policy: { paths: opts.policyPaths ?? [policyPath], watch: false },
     audit: { file: { path: auditPath, fsync: 'none' } },
     admin: { host: '127.0.0.1', port: 0 },
     limits: { maxMessageBytes: 64 * 1024 * 1024, maxStartupBytes: 10_000, startupTimeoutMs: 5_000, ...opts.limits },

@@ -64,11 +64,14 @@ describe('dbward start -c dbward.yaml', () => {
       'listeners:', `  - { name: pg, host: 127.0.0.1, port: ${port}, require_tls: false, allow_plaintext_token: true }`,
       'targets:', '  - { name: test, host: 127.0.0.1, port: 5432, database: test, user: root, tls: { mode: disable } }',
       `identity: { issuer: "${idp.issuer}", audience: dbward }`,
+      'policy: { path: policy.yaml }',
       'audit:', '  file: { path: audit.jsonl }',
       `admin: { host: 127.0.0.1, port: ${adminPort} }`,
       'shutdown: { drain_timeout_ms: 5000 }',
       'log: { level: info }',
     ].join('\n'));
+    const policyFile = path.join(dir, 'policy.yaml');
+    fs.writeFileSync(policyFile, 'default: allow\n');
     const run = dbward(['start', '-c', cfg]);
     await waitForPort(port);
 
@@ -82,7 +85,19 @@ describe('dbward start -c dbward.yaml', () => {
     expect(metrics).toMatch(/dbward_sessions_active\{engine="postgres"\} 2/);
     expect((await fetch(`http://127.0.0.1:${adminPort}/healthz`)).status).toBe(200);
     const ready = await fetch(`http://127.0.0.1:${adminPort}/readyz`);
-    expect(await ready.json()).toEqual({ status: 'ready', problems: [] });
+    expect(await ready.json()).toEqual({ status: 'ready', problems: [], warnings: [] });
+
+    // An invalid policy on SIGHUP leaves the old one in force and says so in /readyz.
+    fs.writeFileSync(policyFile, 'default: allow\nrules: [{ id: x, action: nonsense }]\n');
+    run.child.kill('SIGHUP');
+    const warnings = async () => ((await (await fetch(`http://127.0.0.1:${adminPort}/readyz`)).json()) as { warnings: string[] }).warnings;
+    await expect.poll(async () => (await warnings()).length, { timeout: 5000 }).toBe(1);
+    expect((await idle.query('SELECT version() AS v')).rows).toHaveLength(1);
+    // A valid change is picked up by the file watch alone.
+    fs.writeFileSync(policyFile, 'default: allow\nrules:\n  - { id: no-version, match: { statement: { functions: [version] } }, action: deny, message: not today }\n');
+    await expect.poll(() => idle.query('SELECT version()').then(() => 'ok', (e: { code?: string }) => e.code), { timeout: 5000 }).toBe('42501');
+    expect(await warnings()).toEqual([]);
+    expect(await (await fetch(`http://127.0.0.1:${adminPort}/metrics`)).text()).toMatch(/dbward_policy_reloads_total\{result="invalid"\} 1/);
 
     const slow = busy.query('SELECT pg_sleep(1) AS done');
     await new Promise((r) => setTimeout(r, 200));
@@ -104,6 +119,8 @@ describe('dbward start -c dbward.yaml', () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dbward-badcfg-'));
     const cfg = path.join(dir, 'dbward.yaml');
     fs.writeFileSync(cfg, 'listeners:\n  - { port: 6432 }\ntargets:\n  - name: app\n    host: db\n    user: dbward\n    port: 99999\n');
+    const policyFile = path.join(dir, 'policy.yaml');
+    fs.writeFileSync(policyFile, 'default: allow\n');
     const run = dbward(['start', '-c', cfg]);
     expect(await run.exited).toBe(1);
     expect(run.output()).toContain(`${cfg}:7:11`);

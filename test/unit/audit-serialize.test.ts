@@ -12,7 +12,7 @@ import {
   type StatementOutcomeEvent,
   type TargetRecord,
 } from '../../src/audit/events.js';
-import { eventLine, SessionFragments } from '../../src/audit/serialize.js';
+import { eventLine, numberJson, SessionFragments, timeNow } from '../../src/audit/serialize.js';
 import type { Decision } from '../../src/policy/decide.js';
 
 const schema = JSON.parse(fs.readFileSync(path.resolve(import.meta.dirname, '../../schemas/audit-event.schema.json'), 'utf8'));
@@ -216,5 +216,61 @@ describe('isoMicros', () => {
       prev = next;
     }
     expect(backwards).toBeNull();
+  });
+});
+
+describe('timeNow (the hot-path time formatter)', () => {
+  const PATTERN = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$/;
+
+  it('has the format of isoMicros and agrees with it', () => {
+    for (let i = 0; i < 1000; i++) {
+      const a = isoMicros();
+      const t = timeNow();
+      const b = isoMicros();
+      expect(t).toMatch(PATTERN);
+      expect(t >= a.slice(0, 23) && t.slice(0, 23) <= b.slice(0, 23)).toBe(true);
+    }
+  });
+
+  it('is non-decreasing across second boundaries', async () => {
+    let prev = timeNow();
+    const until = Date.now() + 1100;
+    let backwards: string | null = null;
+    while (Date.now() < until && backwards === null) {
+      const next = timeNow();
+      if (next < prev) backwards = `${next} < ${prev}`;
+      prev = next;
+      await Promise.resolve();
+    }
+    expect(backwards).toBeNull();
+  });
+});
+
+describe('numberJson', () => {
+  it('is JSON.stringify for millisecond durations with up to three decimals', () => {
+    for (let k = 0; k < 200_000; k++) {
+      const n = Math.round(k * 7.3) / 1000;
+      expect(numberJson(n)).toBe(JSON.stringify(n));
+    }
+  });
+
+  it('is JSON.stringify for anything else', () => {
+    for (const n of [0, -0, 1, -1, -0.5, 0.1 + 0.2, 1e-7, 1.0005, 2147483.647, 2147483.648, 1e21, 123456789.123, Number.MAX_SAFE_INTEGER]) {
+      expect(numberJson(n)).toBe(JSON.stringify(n));
+    }
+  });
+});
+
+describe('outcome tags cache', () => {
+  it('gives the same JSON for repeated, changing and many distinct tags', () => {
+    const fragments = new SessionFragments(SESSION, IDENTITY, TARGET);
+    const tagsOf = (line: string): unknown => (JSON.parse(line) as StatementOutcomeEvent).outcome.tags;
+    const outcome = (tags: string[]): string => fragments.outcome('00000000-0000-4000-8000-000000000000', { status: 'ok', tags, rows: null, sqlstate: null, duration_ms: 1 });
+    for (let i = 0; i < 300; i++) {
+      const tags = [i % 3 === 0 ? 'SELECT 1' : `INSERT 0 ${i}"\n`];
+      expect(tagsOf(outcome(tags))).toStrictEqual(tags);
+    }
+    expect(tagsOf(outcome(['BEGIN', 'SELECT 1', 'COMMIT']))).toStrictEqual(['BEGIN', 'SELECT 1', 'COMMIT']);
+    expect(tagsOf(outcome([]))).toStrictEqual([]);
   });
 });

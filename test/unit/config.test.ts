@@ -15,9 +15,11 @@ const MINIMAL = `listeners:
 targets:
   - { name: app, host: db.internal, user: dbward }
 identity: { issuer: "https://login.example.com", audience: dbward }
+policy: { path: policies }
 `;
 /** Appended to snippets that test something else, so they are not also missing identity. */
-const UNVERIFIED = 'identity: { mode: unverified }\n';
+const UNVERIFIED = 'identity: { mode: unverified }\npolicy: { path: policy.yaml }\n';
+const POLICY = 'policy: { path: policy.yaml }\n';
 
 function withIdentity(text: string): string {
   if (/^identity:/m.test(text) || !/^targets/m.test(text)) return text;
@@ -83,6 +85,9 @@ identity:
   clock_tolerance_sec: 5
   discovery_timeout_ms: 2000
   expiry_grace_sec: 60
+policy:
+  path: [policies/base.yaml, /etc/dbward/extra]
+  watch: false
 audit:
   file: { path: /var/log/dbward/audit.jsonl, fsync: batch }
 admin: { host: 0.0.0.0, port: 0 }
@@ -144,6 +149,7 @@ shutdown: { drain_timeout_ms: 0 }
         },
         expiryGraceSec: 60,
       },
+      policy: { paths: [path.join(DIR, 'policies/base.yaml'), path.resolve('/etc/dbward/extra')], watch: false },
       audit: { file: { path: path.resolve('/var/log/dbward/audit.jsonl'), fsync: 'batch' } },
       admin: { host: '0.0.0.0', port: 0 },
       limits: { maxMessageBytes: 1048576, maxStartupBytes: 20000, startupTimeoutMs: 3000 },
@@ -182,6 +188,7 @@ shutdown: { drain_timeout_ms: 0 }
         },
         expiryGraceSec: 0,
       },
+      policy: { paths: [path.join(DIR, 'policies')], watch: true },
       audit: { file: { path: path.join(DIR, 'audit/dbward.jsonl'), fsync: 'none' } },
       admin: { host: '127.0.0.1', port: 6480 },
       limits: { maxMessageBytes: 134217728, maxStartupBytes: 10000, startupTimeoutMs: 10000 },
@@ -344,7 +351,7 @@ describe('parseConfig: identity', () => {
   const LISTEN = 'listeners: [{ host: 0.0.0.0 }]\ntargets: [{ name: app, host: h, user: u }]\n';
   const parseErrors = (text: string): string[] => {
     try {
-      parseConfig(text, 'dbward.yaml');
+      parseConfig(/^policy:/m.test(text) ? text : `${text}${POLICY}`, 'dbward.yaml');
     } catch (err) {
       return (err as ConfigError).message.split('\n');
     }
@@ -369,7 +376,7 @@ describe('parseConfig: identity', () => {
     expect(parseErrors('listeners: [{ host: 0.0.0.0, allow_plaintext_token: true }]\ntargets: [{ name: app, host: h, user: u }]\nidentity: { issuer: "https://i", audience: a }\n')).toEqual([
       'dbward.yaml:1:53: listeners[0].allow_plaintext_token: is only allowed on a loopback host, not 0.0.0.0',
     ]);
-    const cfg = parseConfig('listeners: [{ host: 127.0.0.1, allow_plaintext_token: true }]\ntargets: [{ name: app, host: h, user: u }]\nidentity: { mode: unverified }\n', SRC);
+    const cfg = parseConfig('listeners: [{ host: 127.0.0.1, allow_plaintext_token: true }]\ntargets: [{ name: app, host: h, user: u }]\nidentity: { mode: unverified }\npolicy: { path: p.yaml }\n', SRC);
     expect(cfg.identity).toEqual({ mode: 'unverified' });
     expect(cfg.listeners[0]?.allowPlaintextToken).toBe(true);
   });

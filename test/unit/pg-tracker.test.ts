@@ -15,7 +15,7 @@ function sink() {
 }
 
 /** Feeds whole server messages (as bytes) to the tracker; returns its replacements. */
-function server(t: ResponseTracker, ...frames: Buffer[]): (Buffer | undefined)[] {
+function server(t: ResponseTracker, ...frames: Buffer[]): (Buffer | null | undefined)[] {
   return frames.map((f) => t.onMessage(f[0]!, f.subarray(5)));
 }
 
@@ -272,5 +272,37 @@ describe('ResponseTracker: replaceError, abandon, txStatus', () => {
     expect(got).toHaveLength(3000);
     got.forEach((o, i) => expect(o).toEqual({ status: 'ok', tags: [`SELECT ${i}`], rows: i, sqlstate: null, i }));
     expect(t.depth).toBe(0);
+  });
+});
+
+describe('row limits (limit_rows)', () => {
+  const dataRow = msg('D', Buffer.from([0, 1, 0, 0, 0, 1, 0x31]));
+  const selectTag = (n: number) => msg('C', Buffer.from(`SELECT ${n}\0`));
+
+  it('forwards rows up to the cap, drops the rest, and puts a notice before the tag', () => {
+    const t = new ResponseTracker();
+    const limit = { max: 2, sent: 0, withheld: 0, rules: ['cap'] };
+    t.push({ kind: 'query', limit });
+    const out = server(t, dataRow, dataRow, dataRow, dataRow, selectTag(4));
+    expect(out.slice(0, 4)).toEqual([undefined, undefined, null, null]);
+    const last = out[4]!;
+    expect(last[0]).toBe('N'.charCodeAt(0));
+    expect(last.toString()).toContain('dbward withheld 2 row(s): at most 2 may be returned (rule cap)');
+    expect(last.subarray(last.length - selectTag(4).length)).toEqual(selectTag(4));
+  });
+
+  it('counts across the Executes of one portal, so paging cannot get past the cap', () => {
+    const t = new ResponseTracker();
+    const limit = { max: 3, sent: 0, withheld: 0, rules: ['cap'] };
+    t.push({ kind: 'execute', limit });
+    expect(server(t, dataRow, dataRow, msg('s'))).toEqual([undefined, undefined, undefined]);
+    t.push({ kind: 'execute', limit });
+    expect(server(t, dataRow, dataRow)).toEqual([undefined, null]);
+  });
+
+  it('leaves rows of unlimited statements alone', () => {
+    const t = new ResponseTracker();
+    t.push({ kind: 'query' });
+    expect(server(t, dataRow, dataRow, selectTag(2))).toEqual([undefined, undefined, undefined]);
   });
 });

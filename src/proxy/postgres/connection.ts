@@ -6,6 +6,8 @@
 import type net from 'node:net';
 import tls from 'node:tls';
 import { eventBase, type AuditEvent, type ClientRecord } from '../../audit/events.js';
+import { readingHazard } from '../../analysis/pg/flags.js';
+import { SqlSessionState } from '../../analysis/session-state.js';
 import { eventLine } from '../../audit/serialize.js';
 import { IdentityError } from '../../identity/errors.js';
 import { roleFor, type RoleMapping } from '../../identity/roles.js';
@@ -166,7 +168,14 @@ export class PgConnection {
       upstream.socket.destroy(); // the client left while dbward logged in
       return null;
     }
-    const pipeline = new SessionPipeline(this.deps, identity, target.info, this.client, role);
+    const hazard = readingHazardOf(upstream.parameters);
+    if (hazard) {
+      upstream.socket.destroy();
+      return this.refuse(pgErrors.featureNotSupported(`dbward cannot relay this session: ${hazard}`), user, targetName);
+    }
+    // `$user` in search_path is the current user: the mapped role when there is one.
+    const sql = new SqlSessionState(upstream.searchPath, role ?? target.endpoint.user);
+    const pipeline = new SessionPipeline(this.deps, identity, target.info, this.client, sql, role);
     try {
       await pipeline.start();
     } catch (err) {
@@ -362,6 +371,17 @@ function upstreamLoginError(target: string, role: string | null, err: unknown): 
       'The dbward operators must create the role and grant it to the target\'s upstream user.');
   }
   return clientErrorFor(target, err);
+}
+
+/** Why the server, as it reports itself after login, would read SQL differently from dbward's parser; null when it reads alike. */
+function readingHazardOf(parameters: [string, string][]): string | null {
+  for (const [name, value] of parameters) {
+    const key = name.toLowerCase();
+    if ((key === 'standard_conforming_strings' || key === 'client_encoding') && readingHazard(key, value)) {
+      return `the server reports ${name} = ${value}, under which SQL text reads differently than dbward parses it`;
+    }
+  }
+  return null;
 }
 
 /** Longest single timer Node allows; longer waits are re-armed. */

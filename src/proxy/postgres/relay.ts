@@ -11,12 +11,12 @@ import type net from 'node:net';
 import { serialize } from 'pg-protocol';
 import type { Logger } from 'pino';
 import type { Metrics } from '../../admin/metrics.js';
-import type { Admission, Refusal, SessionPipeline, StatementRequest } from '../session.js';
+import type { Admission, Refusal, Ruling, SessionPipeline, StatementRequest } from '../session.js';
 import { errorResponse } from './backend.js';
 import { PgError, pgErrors } from './errors.js';
 import { BackendScanner, FrontendReader, type Frame } from './frames.js';
 import { decodeBind, decodeDescribeOrClose, decodeExecute, decodeFunctionCall, decodeParse, decodeQuery, F } from './frontend.js';
-import { ResponseTracker, TRACKED_TYPES, type OutcomeSink, type Pending } from './tracker.js';
+import { ResponseTracker, TRACKED_TYPES, type OutcomeSink, type Pending, type RowLimit } from './tracker.js';
 
 /** SQL the server rejects in its grammar, before anything runs: the stand-in for a refused message. */
 export const REFUSED_STAND_IN = 'DBWARD REFUSED';
@@ -24,12 +24,16 @@ const MAX_STATEMENTS = 10_000;
 const MAX_PORTALS = 1_000;
 /** Client bytes waiting behind a pending audit write before dbward stops reading the client. */
 const READER_HIGH_WATER = 1024 * 1024;
+/** How long relayed byte counts may wait before they reach the metrics. */
+const BYTES_FLUSH_MS = 1000;
 
 type State = 'relaying' | 'closing' | 'closed';
 
 interface Prepared {
   text: string;
-  decision: ReturnType<SessionPipeline['decide']>;
+  decision: Ruling;
+  /** A bound portal's row cap, shared by all its Executes. */
+  limit?: RowLimit;
 }
 
 export interface RelayDeps {
@@ -53,6 +57,9 @@ export class PgRelay {
   private draining = false;
   private upstreamBlocked = false;
   private readerFull = false;
+  private bytesFromClient = 0;
+  private bytesFromServer = 0;
+  private bytesTimer: NodeJS.Timeout | null = null;
   private resolveClosed!: () => void;
   /** Resolves when both sockets are closed and the session end is recorded. */
   readonly closed = new Promise<void>((r) => (this.resolveClosed = r));
@@ -100,9 +107,9 @@ export class PgRelay {
   }
 
   private onClientData(chunk: Buffer): void {
-    this.deps.metrics.clientBytes.inc(chunk.length);
+    this.countBytes(chunk.length, 0);
     this.reader.push(chunk);
-    if (!this.processing) return void this.process();
+    if (!this.processing) return this.process();
     // process() is waiting on a statement's audit write; whole frames pile up behind
     // it. Past a bound, stop reading. (Never for one large frame still arriving: it
     // needs more bytes, and the reader caps it at maxMessageBytes.)
@@ -112,13 +119,22 @@ export class PgRelay {
     }
   }
 
-  private async process(): Promise<void> {
+  /**
+   * Handles whole client frames in order. Synchronous while the audit sink writes
+   * synchronously (fsync: none), which is every statement on the hot path; when a
+   * statement must wait for a group commit, the frames behind it wait too, and
+   * processing resumes once it is recorded and forwarded.
+   */
+  private process(): void {
     this.processing = true;
     try {
       let frame: Frame | null;
       while (this.state === 'relaying' && (frame = this.reader.next())) {
         const pending = this.handle(frame);
-        if (pending) await pending;
+        if (pending) {
+          pending.then(() => this.process(), (err: unknown) => this.processFailed(err));
+          return; // still processing
+        }
       }
       this.flushUpstream();
       if (this.readerFull) {
@@ -127,9 +143,17 @@ export class PgRelay {
       }
     } catch (err) {
       this.fail(err);
-    } finally {
-      this.processing = false;
     }
+    this.processed();
+  }
+
+  private processFailed(err: unknown): void {
+    this.fail(err);
+    this.processed();
+  }
+
+  private processed(): void {
+    this.processing = false;
     if (this.draining && this.state === 'relaying') this.drain();
   }
 
@@ -142,12 +166,14 @@ export class PgRelay {
         const p = decodeParse(frame.payload);
         const stmt: StatementRequest = { protocol: 'extended', text: p.sql, name: p.name };
         const decision = this.pipeline.decide(stmt);
-        if (decision.action !== 'allow') {
+        if (decision.decision.action !== 'allow') {
           void this.pipeline.admit(stmt, decision); // records the refusal; nothing to wait for
           this.statements.delete(p.name);
+          this.pipeline.sql.protocolPrepared(p.name, null);
           return this.substitute(serialize.parse({ name: p.name, text: REFUSED_STAND_IN }), 'parse', refusalError({ reason: 'policy', decision }));
         }
         remember(this.statements, p.name, { text: p.sql, decision }, MAX_STATEMENTS);
+        this.pipeline.sql.protocolPrepared(p.name, decision.analysis);
         return this.forward(frame, { kind: 'parse' });
       }
       case F.Bind: {
@@ -159,7 +185,8 @@ export class PgRelay {
           return this.substitute(serialize.bind({ portal: b.portal, statement: '\u0001dbward-unknown-statement' }), 'bind',
             new PgError('26000', `prepared statement "${b.statement}" does not exist in this dbward session`));
         }
-        remember(this.portals, b.portal, prepared, MAX_PORTALS);
+        const limit = rowLimit(prepared.decision);
+        remember(this.portals, b.portal, limit ? { ...prepared, limit } : prepared, MAX_PORTALS);
         return this.forward(frame, { kind: 'bind' });
       }
       case F.Execute: {
@@ -171,7 +198,7 @@ export class PgRelay {
             pgErrors.refused(`portal "${e.portal}" does not exist`));
         }
         const stmt: StatementRequest = { protocol: 'extended', text: prepared.text, portal: e.portal };
-        return this.admitAndForward(frame, stmt, 'execute', prepared.decision);
+        return this.admitAndForward(frame, stmt, 'execute', prepared.decision, prepared.limit);
       }
       case F.Describe:
         decodeDescribeOrClose(frame.payload, 'Describe');
@@ -179,6 +206,7 @@ export class PgRelay {
       case F.Close: {
         const c = decodeDescribeOrClose(frame.payload, 'Close');
         (c.kind === 'S' ? this.statements : this.portals).delete(c.name);
+        if (c.kind === 'S') this.pipeline.sql.protocolPrepared(c.name, null);
         return this.forward(frame, { kind: 'close' });
       }
       case F.Sync:
@@ -206,15 +234,15 @@ export class PgRelay {
 
   /** Admits and forwards a statement; waits only when the audit sink group-commits. */
   private admitAndForward(frame: Frame, stmt: StatementRequest, kind: 'query' | 'execute' | 'fcall',
-    decision = this.pipeline.decide(stmt)): Promise<void> | void {
-    const t0 = process.hrtime.bigint();
+    decision = this.pipeline.decide(stmt), limit = rowLimit(decision)): Promise<void> | void {
+    const t0 = performance.now();
     const admitted = this.pipeline.admit(stmt, decision);
-    if (!(admitted instanceof Promise)) return this.afterAdmit(frame, kind, admitted, t0);
+    if (!(admitted instanceof Promise)) return this.afterAdmit(frame, kind, admitted, t0, limit);
     this.flushUpstream(); // what came before the statement need not wait for its record
-    return admitted.then((a) => this.afterAdmit(frame, kind, a, t0));
+    return admitted.then((a) => this.afterAdmit(frame, kind, a, t0, limit));
   }
 
-  private afterAdmit(frame: Frame, kind: 'query' | 'execute' | 'fcall', admitted: Admission | Refusal, t0: bigint): void {
+  private afterAdmit(frame: Frame, kind: 'query' | 'execute' | 'fcall', admitted: Admission | Refusal, t0: number, limit: RowLimit | undefined): void {
     if (this.state !== 'relaying') {
       // Recorded, then the session ended before it was forwarded: it never ran.
       if (!('reason' in admitted)) this.pipeline.complete(admitted, { status: 'lost', tags: [], rows: null, sqlstate: null });
@@ -224,8 +252,14 @@ export class PgRelay {
       const standIn = kind === 'execute' ? serialize.execute({ portal: '\u0001dbward-refused' }) : serialize.query(REFUSED_STAND_IN);
       return this.substitute(standIn, kind, refusalError(admitted));
     }
-    this.forward(frame, { kind, onOutcome: (o) => this.settled.push([admitted, o]) });
-    this.deps.metrics.overhead.observe(Number(process.hrtime.bigint() - t0) / 1e9);
+    if (limit) {
+      // DataRows are read (and counted) only in sessions where a cap applies.
+      this.scanner.setCapture('D', true);
+      this.forward(frame, { kind, onOutcome: (o) => this.settled.push([admitted, o]), limit });
+    } else {
+      this.forward(frame, { kind, onOutcome: (o) => this.settled.push([admitted, o]) });
+    }
+    this.deps.metrics.overhead.observe((performance.now() - t0) / 1000);
   }
 
   private forward(frame: Frame, pending: Pending): void {
@@ -255,7 +289,7 @@ export class PgRelay {
   }
 
   private onUpstreamData(chunk: Buffer): void {
-    this.deps.metrics.serverBytes.inc(chunk.length);
+    this.countBytes(0, chunk.length);
     const out: Buffer[] = [];
     try {
       this.scanner.feed(chunk, out);
@@ -271,6 +305,29 @@ export class PgRelay {
       this.upstream.pause();
       this.client.once('drain', () => this.upstream.resume());
     }
+  }
+
+  /**
+   * Byte counters are summed here and handed to the metrics at most once per
+   * BYTES_FLUSH_MS and at the session's end: a prom-client increment per chunk
+   * (two per statement) showed in the profile.
+   */
+  private countBytes(fromClient: number, fromServer: number): void {
+    this.bytesFromClient += fromClient;
+    this.bytesFromServer += fromServer;
+    if (this.bytesTimer === null && this.state !== 'closed') {
+      this.bytesTimer = setTimeout(() => this.flushBytes(), BYTES_FLUSH_MS);
+      this.bytesTimer.unref();
+    }
+  }
+
+  private flushBytes(): void {
+    if (this.bytesTimer !== null) clearTimeout(this.bytesTimer);
+    this.bytesTimer = null;
+    if (this.bytesFromClient > 0) this.deps.metrics.clientBytes.inc(this.bytesFromClient);
+    if (this.bytesFromServer > 0) this.deps.metrics.serverBytes.inc(this.bytesFromServer);
+    this.bytesFromClient = 0;
+    this.bytesFromServer = 0;
   }
 
   private recordOutcomes(): void {
@@ -304,6 +361,7 @@ export class PgRelay {
   private shutdown(reason: string): void {
     if (this.state === 'closed') return;
     this.state = 'closed';
+    this.flushBytes();
     this.tracker.abandon();
     this.recordOutcomes();
     this.pipeline.end(reason);
@@ -314,10 +372,23 @@ export class PgRelay {
   }
 }
 
+/** A fresh row cap for a statement allowed under limit_rows, else undefined. */
+function rowLimit(r: Ruling): RowLimit | undefined {
+  const max = r.decision.limitRows;
+  return max === undefined || r.decision.action !== 'allow' ? undefined : { max, sent: 0, withheld: 0, rules: r.decision.ruleIds };
+}
+
 function refusalError(r: Refusal): PgError {
   if (r.reason === 'audit') return pgErrors.auditUnavailable();
-  const rules = r.decision.ruleIds.length > 0 ? ` (rule ${r.decision.ruleIds.join(', ')})` : '';
-  return pgErrors.refused(`${r.decision.message ?? 'statement refused by policy'}${rules}`);
+  const d = r.decision.decision;
+  const rules = d.ruleIds.length > 0 ? ` (rule ${d.ruleIds.join(', ')})` : '';
+  if (d.action === 'require_approval') {
+    // Approvals are not built yet: the statement is refused, and the client is told it would need one.
+    const who = d.approval ? ` by ${d.approval.approvers.join(' or ')}` : '';
+    return pgErrors.refused(`${d.message ?? 'statement requires approval'}${rules}`, `This statement needs approval${who}; dbward cannot take approvals yet, so it was not run.`);
+  }
+  if (d.ruleIds.length === 0 && d.default) return pgErrors.refused(`${d.message ?? 'statement refused by policy'} (no rule allows it; the policy default is deny)`);
+  return pgErrors.refused(`${d.message ?? 'statement refused by policy'}${rules}`);
 }
 
 /** Writes buffers as one write (writev when several); returns false when the socket wants a pause. */

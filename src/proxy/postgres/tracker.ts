@@ -5,8 +5,8 @@
 // PostgreSQL answers in request order. In the extended protocol an error makes
 // the server skip every message up to the next Sync; those are "skipped".
 
-import { decodeCommandTag, decodeErrorFields, decodeTxStatus, errorResponse, rowsFromTag, type TxStatus } from './backend.js';
-import type { PgError } from './errors.js';
+import { decodeCommandTag, decodeErrorFields, decodeTxStatus, errorResponse, frame, rowsFromTag, type TxStatus } from './backend.js';
+import { PgError } from './errors.js';
 
 export type RequestKind = 'query' | 'fcall' | 'parse' | 'bind' | 'describe' | 'close' | 'execute' | 'sync';
 
@@ -25,10 +25,21 @@ export interface Pending {
   tags?: string[];
   rows?: number | null;
   sqlstate?: string | null;
+  /** A policy row cap (limit_rows): rows past `max` are withheld from the client. Shared by a portal's Executes. */
+  limit?: RowLimit;
+}
+
+/** Rows a statement (or portal) may still send under a limit_rows decision. */
+export interface RowLimit {
+  max: number;
+  sent: number;
+  /** Rows dropped since the client was last told. */
+  withheld: number;
+  rules: string[];
 }
 
 const T = {
-  ParseComplete: 0x31, BindComplete: 0x32, CloseComplete: 0x33, NoData: 0x6e, ParameterDescription: 0x74,
+  DataRow: 0x44, ParseComplete: 0x31, BindComplete: 0x32, CloseComplete: 0x33, NoData: 0x6e, ParameterDescription: 0x74,
   RowDescription: 0x54, PortalSuspended: 0x73, EmptyQuery: 0x49, CommandComplete: 0x43, Error: 0x45, Ready: 0x5a,
 } as const;
 
@@ -61,10 +72,21 @@ export class ResponseTracker {
     this.queue.push(p);
   }
 
-  /** Reads one server message; returns a replacement for it, or undefined to forward it. */
-  onMessage(type: number, payload: Buffer): Buffer | undefined {
+  /** Reads one server message; returns a replacement for it, null to drop it, or undefined to forward it. */
+  onMessage(type: number, payload: Buffer): Buffer | null | undefined {
     const p = this.peek();
     switch (type) {
+      case T.DataRow: {
+        // Only captured while some statement of the session runs under a row limit.
+        const limit = p?.limit;
+        if (!limit) return undefined;
+        if (limit.sent < limit.max) {
+          limit.sent++;
+          return undefined;
+        }
+        limit.withheld++;
+        return null;
+      }
       case T.ParseComplete: case T.BindComplete: case T.CloseComplete: case T.NoData:
         if (p && p.kind !== 'query' && p.kind !== 'execute') this.shift();
         return undefined;
@@ -84,6 +106,12 @@ export class ResponseTracker {
         if (p.kind === 'execute') {
           this.shift();
           settle(p, 'ok');
+        }
+        if (p.limit && p.limit.withheld > 0) {
+          // The tag keeps the server's count; a notice before it says how many rows the client did not get.
+          const notice = errorResponse(new PgError('01000', `dbward withheld ${p.limit.withheld} row(s): at most ${p.limit.max} may be returned (rule ${p.limit.rules.join(', ')})`, 'NOTICE'), 'N');
+          p.limit.withheld = 0;
+          return Buffer.concat([notice, frame(String.fromCharCode(type), payload)]);
         }
         return undefined;
       }

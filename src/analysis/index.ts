@@ -1,0 +1,4 @@
+// Statement analysis: the engine-neutral facts and the PostgreSQL analyzer.
+
+export type * from './facts.js';
+export { analyzePg, loadPgParser } from './pg/analyze.js';

@@ -1,0 +1,104 @@
+// Accumulates the facts of one statement as the walk finds them, without
+// duplicates, and turns them into a StatementFacts at the end.
+
+import type { ColumnRef, ColumnUse, StatementFacts, StatementFlag, StatementKind, TableRef } from '../facts.js';
+
+// What a statement does only when it runs: EXPLAIN without ANALYZE plans it and drops these.
+const EXECUTION_FLAGS: ReadonlySet<StatementFlag> = new Set(['writes', 'no_where', 'no_limit', 'ddl']);
+
+/** The facts of one statement, collected during its walk. */
+export class FactsBuilder {
+  readonly kinds: StatementKind[] = [];
+  readonly flags = new Set<StatementFlag>();
+  private readonly reads = new Map<string, TableRef>();
+  private readonly writes = new Map<string, TableRef>();
+  private readonly columns = new Map<string, ColumnRef>();
+  private readonly functions = new Set<string>();
+  /** Depth of EXPLAIN without ANALYZE: what is under it is planned, not run. */
+  planOnly = 0;
+  /** A SELECT whose rows reach the client has no LIMIT; `no_limit` if it also reads a table. */
+  private unlimited = false;
+  prepared: string | undefined;
+  setting: string | undefined;
+  values: string[] | undefined;
+
+  /** Adds a kind (the first added is the top-level kind). */
+  kind(k: StatementKind): void {
+    if (!this.kinds.includes(k)) this.kinds.push(k);
+  }
+
+  /** Raises a flag, unless it only applies to running and the statement is only planned. */
+  flag(f: StatementFlag): void {
+    if (this.planOnly > 0 && EXECUTION_FLAGS.has(f)) return;
+    this.flags.add(f);
+  }
+
+  /** Records a table read. */
+  read(ref: TableRef): void {
+    merge(this.reads, ref);
+  }
+
+  /** Records a table written (read, when only planned). */
+  write(ref: TableRef): void {
+    merge(this.planOnly > 0 ? this.reads : this.writes, ref);
+    // UPDATE pg_settings is set_config by another name.
+    if (this.planOnly === 0 && ref.candidates.some((c) => c === 'pg_catalog.pg_settings' || c === '*.pg_settings')) this.flags.add('parse_hazard');
+  }
+
+  /** Records a column reference. */
+  column(table: string | null, column: string, use: ColumnUse): void {
+    const key = `${table ?? ''}\u0000${column}\u0000${use}`;
+    if (!this.columns.has(key)) this.columns.set(key, { table, column, use });
+  }
+
+  /** Records a function called, as written. */
+  fn(name: string): void {
+    this.functions.add(name);
+  }
+
+  /** Marks that the client gets a SELECT's rows without LIMIT. */
+  noLimit(): void {
+    if (this.planOnly === 0) this.unlimited = true;
+  }
+
+  /** Everything another statement's facts say (EXECUTE of a prepared statement). */
+  absorb(f: StatementFacts, rebase: (ref: TableRef) => TableRef): void {
+    for (let i = 0; i < f.kinds.length; i++) {
+      // The stored facts are those of the PREPARE; what runs is what it prepared.
+      if (i === 0 && f.kinds[0] === 'prepare') continue;
+      this.kind(f.kinds[i]!);
+    }
+    for (const r of f.reads) this.read(rebase(r));
+    for (const w of f.writes) this.write(rebase(w));
+    for (const c of f.columns) this.column(c.table, c.column, c.use);
+    for (const fn of f.functions) this.fn(fn);
+    for (const fl of f.flags) this.flag(fl);
+  }
+
+  /** The collected facts, for the statement text `text`. */
+  build(text: string): StatementFacts {
+    if (this.unlimited && this.reads.size > 0) this.flags.add('no_limit');
+    const facts: StatementFacts = {
+      text,
+      kinds: this.kinds,
+      reads: [...this.reads.values()],
+      writes: [...this.writes.values()],
+      columns: [...this.columns.values()],
+      functions: [...this.functions],
+      flags: [...this.flags],
+    };
+    if (this.prepared !== undefined) facts.prepared = this.prepared;
+    if (this.setting !== undefined) facts.setting = this.setting;
+    if (this.values !== undefined) facts.values = this.values;
+    return facts;
+  }
+}
+
+function merge(into: Map<string, TableRef>, ref: TableRef): void {
+  const had = into.get(ref.name);
+  if (!had) {
+    into.set(ref.name, { name: ref.name, candidates: [...ref.candidates] });
+    return;
+  }
+  for (const c of ref.candidates) if (!had.candidates.includes(c)) had.candidates.push(c);
+}

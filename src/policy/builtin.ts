@@ -18,9 +18,22 @@ const PARSE_HAZARD: Decision = Object.freeze({
 /** The rule id of the refusal of cursors and COPY under a row cap. */
 export const ROW_LIMIT_RULE = 'dbward.row-limit';
 
-/** The policy's decision, unless a built-in refusal applies. */
-export function decideWithBuiltins(engine: PolicyEngine, identity: SessionIdentity, target: TargetInfo, analysis: Analysis): Decision {
+/** The rule id of the refusal of role changes in a session whose role dbward chose. */
+export const ROLE_MAPPING_RULE = 'dbward.role-mapping';
+
+const ROLE_CHANGE: Decision = Object.freeze({
+  action: 'deny', ruleIds: [ROLE_MAPPING_RULE], default: false,
+  message: 'this session runs as the database role your groups map to; SET ROLE, SET SESSION AUTHORIZATION, DISCARD ALL and set_config of either are refused',
+}) as Decision;
+
+/**
+ * The policy's decision, unless a built-in refusal applies. `mappedRole`: the session
+ * runs as a role dbward picked from the identity's groups (targets[].roles), which a
+ * role change would escape whatever the policy says.
+ */
+export function decideWithBuiltins(engine: PolicyEngine, identity: SessionIdentity, target: TargetInfo, analysis: Analysis, mappedRole = false): Decision {
   if (analysis.ok && analysis.statements.some((f) => f.flags.includes('parse_hazard'))) return PARSE_HAZARD;
+  if (mappedRole && analysis.ok && analysis.statements.some((f) => f.flags.includes('role_change'))) return ROLE_CHANGE;
   const decision = engine.decide(identity, target, analysis);
   // The cap counts DataRow messages: a cursor's rows arrive by later FETCHes and COPY's as
   // CopyData, so a capped statement may not use either.

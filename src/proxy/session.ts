@@ -131,7 +131,7 @@ export class SessionPipeline {
   private rule(engine: PolicyEngine, analysis: Analysis): Ruling {
     let decision: Decision;
     try {
-      decision = decideWithBuiltins(engine, this.identity, this.target, analysis);
+      decision = decideWithBuiltins(engine, this.identity, this.target, analysis, this.role !== null);
     } catch (err) {
       // A policy that cannot decide does not let the statement through.
       this.deps.log.error({ err, session: this.id }, 'policy engine failed; statement denied');

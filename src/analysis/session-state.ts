@@ -20,6 +20,12 @@ export class SqlSessionState implements AnalysisContext {
     this.searchPath = splitSearchPath(searchPath);
   }
 
+  /** Sets the search_path the server reported after login (before any statement is analyzed). */
+  setSearchPath(value: string): void {
+    this.searchPath = splitSearchPath(value);
+    this.version++;
+  }
+
   /** Folds in the effects of an admitted statement string. */
   apply(analysis: Analysis): void {
     if (!analysis.ok) return;

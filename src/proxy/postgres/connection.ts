@@ -173,8 +173,8 @@ export class PgConnection {
       upstream.socket.destroy();
       return this.refuse(pgErrors.featureNotSupported(`dbward cannot relay this session: ${hazard}`), user, targetName);
     }
-    // `$user` in search_path is the current user: the mapped role when there is one.
-    const sql = new SqlSessionState(upstream.searchPath, role ?? target.endpoint.user);
+    // Filled in once the server answers SHOW search_path, before anything is relayed.
+    const sql = new SqlSessionState('', role ?? target.endpoint.user);
     const pipeline = new SessionPipeline(this.deps, identity, target.info, this.client, sql, role);
     try {
       await pipeline.start();
@@ -188,6 +188,19 @@ export class PgConnection {
     this.socket.write(Buffer.concat(greeting));
     this.detach(this.socket);
     this.phase = 'relaying';
+    // The client may already be sending its first statement; it waits in the (paused)
+    // socket until the search_path it will be analyzed under is known.
+    try {
+      sql.setSearchPath(await upstream.searchPath);
+    } catch (err) {
+      this.deps.log.warn({ err, target: targetName }, 'upstream did not answer SHOW search_path');
+      upstream.socket.destroy();
+      this.deps.cancels.revoke(key.pid);
+      pipeline.end('upstream_lost');
+      if (this.socket.writable) this.socket.write(errorResponse(pgErrors.upstreamLost()));
+      this.close();
+      return null;
+    }
     const relay = new PgRelay(this.socket, upstream.socket, pipeline,
       { metrics: this.deps.metrics, log: this.deps.log, maxMessageBytes: this.deps.limits.maxMessageBytes },
       () => this.deps.cancels.revoke(key.pid));

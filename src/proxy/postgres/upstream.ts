@@ -32,8 +32,13 @@ export interface UpstreamConnection {
   parameters: [string, string][];
   pid: number;
   secret: number;
-  /** The session's search_path as the server has it after login (role and database defaults applied). */
-  searchPath: string;
+  /**
+   * The session's search_path as the server has it after login (role and database
+   * defaults applied). Answered after the login completes, so the client's greeting
+   * need not wait for it; nothing may be relayed before it settles. Rejects with
+   * UpstreamError if the server does not answer within the connect timeout.
+   */
+  searchPath: Promise<string>;
 }
 
 /**
@@ -156,13 +161,18 @@ function login(socket: net.Socket, ep: UpstreamEndpoint, params: Record<string, 
     let done = false;
     let ready = false;
     let probe: string[] | null = null;
-    const fail = (e: Error) => { if (!done) { done = true; cleanup(); reject(e); } };
+    let settle: { resolve: (v: string) => void; reject: (e: Error) => void } | null = null;
+    let probeTimer: NodeJS.Timeout | undefined;
+    const fail = (e: Error) => {
+      if (!done) { done = true; cleanup(); reject(e); return; }
+      if (settle) { const s = settle; settle = null; cleanup(); s.reject(e); }
+    };
     const needPassword = (): string => {
       if (ep.password === undefined) throw new UpstreamError('the server asks for a password and the target has none configured');
       return ep.password;
     };
     const onMessage = (m: AuthMessage) => {
-      if (done) return;
+      if (done && !settle) return;
       switch (m.name) {
         case 'authenticationOk':
           // Queued now; the server reads it once startup completes, saving a round trip.
@@ -197,13 +207,24 @@ function login(socket: net.Socket, ep: UpstreamEndpoint, params: Record<string, 
           pid = m.processID!;
           secret = m.secretKey!;
           break;
-        case 'readyForQuery':
-          if (!ready) { ready = true; break; }
+        case 'readyForQuery': {
+          if (!ready) {
+            // Logged in: the caller may greet its client while the search_path answer is on its way.
+            ready = true;
+            done = true;
+            const searchPath = new Promise<string>((res, rej) => { settle = { resolve: res, reject: rej }; });
+            searchPath.catch(() => undefined); // the caller may not be listening yet
+            probeTimer = setTimeout(() => fail(new UpstreamError(`no answer to SHOW search_path within ${ep.connectTimeoutMs} ms`)), ep.connectTimeoutMs);
+            resolve({ socket, parameters, pid, secret, searchPath });
+            break;
+          }
           if (!probe || probe.length !== 1) throw new UpstreamError('the server did not answer the search_path query');
-          done = true;
+          const s = settle!;
+          settle = null;
           cleanup();
-          resolve({ socket, parameters, pid, secret, searchPath: probe[0]! });
+          s.resolve(probe[0]!);
           break;
+        }
         case 'rowDescription':
         case 'commandComplete':
           if (!ready) throw new UpstreamError(`unexpected message during login: ${m.name}`);
@@ -229,7 +250,7 @@ function login(socket: net.Socket, ep: UpstreamEndpoint, params: Record<string, 
     };
     const onError = (e: Error) => fail(new UpstreamError(e.message));
     const onClose = () => fail(new UpstreamError('the server closed the connection during login'));
-    const cleanup = () => { socket.off('data', onData); socket.off('error', onError); socket.off('close', onClose); };
+    const cleanup = () => { clearTimeout(probeTimer); socket.off('data', onData); socket.off('error', onError); socket.off('close', onClose); };
     socket.on('data', onData);
     socket.on('error', onError);
     socket.on('close', onClose);

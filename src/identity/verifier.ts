@@ -2,7 +2,7 @@
 // verifies. Everything cheap and local (size, shape, algorithm, issuer) is
 // checked before any network I/O, so junk tokens never cost a fetch.
 
-import { createRemoteJWKSet, decodeProtectedHeader, decodeJwt, jwtVerify, type JWTVerifyGetKey } from 'jose';
+import { createRemoteJWKSet, decodeProtectedHeader, decodeJwt, jwtVerify, type JSONWebKeySet, type JWTVerifyGetKey } from 'jose';
 import * as oidc from 'openid-client';
 import { identityFromClaims, userMatches } from './claims.js';
 import { IdentityError } from './errors.js';
@@ -10,6 +10,9 @@ import { resolveIdentityConfig, type Identity, type IdentityConfig, type Identit
 
 /** Tokens above this are refused unparsed: real access tokens are a few KB at most. */
 export const MAX_TOKEN_BYTES = 16 * 1024;
+
+/** Verified tokens remembered, so a client reconnecting with the same token skips the signature check. */
+const MAX_VERIFIED = 1000;
 
 /** Test and tuning hooks; production leaves them unset. */
 export interface VerifierOptions {
@@ -68,6 +71,9 @@ export class TokenVerifier {
   private readonly opts: VerifierOptions;
   private readonly algorithms: string[];
   private keys: Promise<JWTVerifyGetKey> | undefined;
+  /** The key set as last fetched; a verified token is reused only while it is still the one in force. */
+  private keySet: () => JSONWebKeySet | undefined = () => undefined;
+  private readonly verified = new Map<string, { identity: Identity; keys: JSONWebKeySet | undefined }>();
 
   constructor(config: IdentityConfigInput, opts: VerifierOptions = {}) {
     this.config = resolveIdentityConfig(config);
@@ -85,6 +91,14 @@ export class TokenVerifier {
 
   /** Verifies a token; when expectedUser is given it must equal the user claim. Throws IdentityError. */
   async verify(token: string, expectedUser?: string): Promise<Identity> {
+    const hit = this.verified.get(token);
+    if (hit) {
+      // Same token, same key set, not expired: the signature and claims checks would give the same answer.
+      if (hit.keys !== undefined && hit.keys === this.keySet() && this.now() / 1000 < hit.identity.expiresAt + this.config.clockToleranceSec) {
+        return this.matchUser(hit.identity, expectedUser);
+      }
+      this.verified.delete(token);
+    }
     this.precheck(token);
     const getKey = await this.keyResolver();
     let claims: Record<string, unknown>;
@@ -113,6 +127,12 @@ export class TokenVerifier {
     } catch (err) {
       throw new IdentityError('TOKEN_MALFORMED', (err as Error).message, { cause: err });
     }
+    this.verified.set(token, { identity, keys: this.keySet() });
+    if (this.verified.size > MAX_VERIFIED) this.verified.delete(this.verified.keys().next().value!);
+    return this.matchUser(identity, expectedUser);
+  }
+
+  private matchUser(identity: Identity, expectedUser: string | undefined): Identity {
     if (expectedUser !== undefined && !userMatches(identity.user, expectedUser)) {
       throw new IdentityError('USER_MISMATCH', `user "${expectedUser}" does not match the token's ${this.config.userClaim}`);
     }
@@ -186,6 +206,7 @@ export class TokenVerifier {
       ...(this.opts.jwksCooldownMs !== undefined && { cooldownDuration: this.opts.jwksCooldownMs }),
       ...(this.opts.jwksCacheMaxAgeMs !== undefined && { cacheMaxAge: this.opts.jwksCacheMaxAgeMs }),
     });
+    this.keySet = () => remote.jwks();
     // Key lookups that fail for network reasons must read as ISSUER_UNAVAILABLE, not as a
     // bad token: the caller may retry those, but never a forged one.
     return async (header, input) => {

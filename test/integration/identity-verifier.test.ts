@@ -230,4 +230,19 @@ describe('TokenVerifier with a real issuer', () => {
       await rot.close();
     }
   });
+
+  it('remembers a verified token: a reconnect skips the issuer, but not the expiry or the user check', async () => {
+    const own = await startTestIssuer();
+    let now = Date.now();
+    const v = new TokenVerifier({ issuer: own.issuer, audience: 'dbward', clockToleranceSec: 0 }, { now: () => now });
+    const token = await own.mintToken('bob@example.com');
+    await expect(v.verify(token, 'bob@example.com')).resolves.toMatchObject({ subject: 'bob' });
+    await own.close();
+    // The issuer is gone; the same token still verifies against the key set it was checked with.
+    await expect(v.verify(token, 'bob@example.com')).resolves.toMatchObject({ subject: 'bob' });
+    expect(await codeOf(v.verify(token, 'alice@example.com'))).toBe('USER_MISMATCH');
+    // Past its exp it is checked again, and refused.
+    now = (decodeJwt(token).exp! + 1) * 1000;
+    expect(await codeOf(v.verify(token, 'bob@example.com'))).toBe('TOKEN_EXPIRED');
+  });
 });

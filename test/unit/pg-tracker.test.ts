@@ -29,9 +29,9 @@ const suspended = msg('s');
 const emptyQuery = msg('I');
 
 describe('ResponseTracker: simple query', () => {
-  it('captures every type it reacts to, and never DataRow or NoticeResponse', () => {
-    for (const c of '123ntTsICEZ') expect(TRACKED_TYPES).toContain(c);
-    for (const c of 'DNSKAdGHWcV') expect(TRACKED_TYPES).not.toContain(c);
+  it('captures every type it reacts to (ParameterStatus too: it is rare), and never DataRow or NoticeResponse', () => {
+    for (const c of '123ntTsICEZS') expect(TRACKED_TYPES).toContain(c);
+    for (const c of 'DNKAdGHWcV') expect(TRACKED_TYPES).not.toContain(c);
   });
 
   it('a multi-statement query accumulates tags and rows and settles at ReadyForQuery', () => {

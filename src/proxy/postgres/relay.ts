@@ -12,6 +12,7 @@ import { serialize } from 'pg-protocol';
 import type { Logger } from 'pino';
 import type { Metrics } from '../../admin/metrics.js';
 import type { Admission, Refusal, Ruling, SessionPipeline, StatementRequest } from '../session.js';
+import { readingHazard } from '../../analysis/pg/flags.js';
 import { errorResponse } from './backend.js';
 import { PgError, pgErrors } from './errors.js';
 import { BackendScanner, FrontendReader, type Frame } from './frames.js';
@@ -75,6 +76,15 @@ export class PgRelay {
     this.scanner = new BackendScanner(TRACKED_TYPES, (type, payload) => this.tracker.onMessage(type, payload));
     this.tracker.onReady = (status) => {
       if (this.draining && status === 'I' && this.tracker.depth === 0 && !this.processing) this.state = 'closing';
+    };
+    this.tracker.onParameter = (name, value) => {
+      // Backstop for a change dbward could not see coming (a function that calls set_config):
+      // from here on the server would read SQL text differently from dbward's parser.
+      const key = name.toLowerCase();
+      if ((key === 'standard_conforming_strings' || key === 'client_encoding') && readingHazard(key, value)) {
+        this.deps.log.warn({ session: this.pipeline.id, name, value }, 'server now reads SQL differently; session ended');
+        this.terminate(pgErrors.featureNotSupported(`the server now reports ${name} = ${value}, under which SQL text reads differently than dbward parses it; the session was ended`));
+      }
     };
   }
 

@@ -39,12 +39,12 @@ export interface RowLimit {
 }
 
 const T = {
-  DataRow: 0x44, ParseComplete: 0x31, BindComplete: 0x32, CloseComplete: 0x33, NoData: 0x6e, ParameterDescription: 0x74,
+  DataRow: 0x44, ParameterStatus: 0x53, ParseComplete: 0x31, BindComplete: 0x32, CloseComplete: 0x33, NoData: 0x6e, ParameterDescription: 0x74,
   RowDescription: 0x54, PortalSuspended: 0x73, EmptyQuery: 0x49, CommandComplete: 0x43, Error: 0x45, Ready: 0x5a,
 } as const;
 
 /** Server message types the tracker must read; everything else passes untouched. */
-export const TRACKED_TYPES = '123ntTsICEZ';
+export const TRACKED_TYPES = '123ntTsICEZS';
 
 /** The FIFO of requests in flight to the server. */
 export class ResponseTracker {
@@ -56,6 +56,9 @@ export class ResponseTracker {
 
   /** Called for each ReadyForQuery, after the tracker has settled it. */
   onReady: ((status: TxStatus) => void) | null = null;
+
+  /** Called for each ParameterStatus the server sends mid-session (a setting it reports changed). */
+  onParameter: ((name: string, value: string) => void) | null = null;
 
   /** Number of requests awaiting a response. */
   get depth(): number {
@@ -92,6 +95,12 @@ export class ResponseTracker {
         return undefined;
       case T.ParameterDescription:
         return undefined;
+      case T.ParameterStatus: {
+        const nul = payload.indexOf(0);
+        const end = payload.indexOf(0, nul + 1);
+        if (nul > 0 && end > nul) this.onParameter?.(payload.toString('utf8', 0, nul), payload.toString('utf8', nul + 1, end));
+        return undefined;
+      }
       case T.RowDescription:
         if (p?.kind === 'describe') this.shift();
         return undefined;

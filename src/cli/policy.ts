@@ -7,6 +7,7 @@ import type { Analysis, StatementFacts, TableRef } from '../analysis/facts.js';
 import type { IdentityKind } from '../identity/types.js';
 import type { Analyzer } from '../policy/cases.js';
 import { fastPathAnalysis, formatFailure, loadCases, runCases, specIdentity, specTarget } from '../policy/cases.js';
+import { decideWithBuiltins } from '../policy/builtin.js';
 import type { Decision } from '../policy/decide.js';
 import type { Explanation } from '../policy/engine.js';
 import { checkPolicy } from '../policy/lint.js';
@@ -158,6 +159,11 @@ async function explain(args: string[]): Promise<number> {
   process.stdout.write(`policy:  ${policy.sources.join(', ')} (${policy.ruleCount} rules, default ${policy.defaultAction})\n`);
   process.stdout.write(`session: ${session} on target ${target.name} (environment ${target.environment})\n`);
   process.stdout.write(render(policy, policy.explain(identity, target, analysis)));
+  const builtin = decideWithBuiltins(policy, identity, target, analysis);
+  if (builtin.ruleIds.some((id) => id.startsWith('dbward.'))) {
+    // dbward's own refusals apply before (or over) the policy, in the daemon as here.
+    process.stdout.write(`dbward refuses this itself: ${builtin.action} (rule ${builtin.ruleIds.join(', ')}): ${builtin.message ?? ''}\n`);
+  }
   return 0;
 }
 

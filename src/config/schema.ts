@@ -32,10 +32,18 @@ export function validateSchema(data: unknown, locate: Locator): SchemaProblem[] 
   const validate = validator();
   if (validate(data)) return [];
   // An if/then failure is also reported as the then-branch's own errors; the summary adds nothing.
-  return (validate.errors ?? []).filter((e) => e.keyword !== 'if').map((e) => translate(e, locate));
+  return (validate.errors ?? []).filter((e) => e.keyword !== 'if').map((e) => translateAjvError(e, locate, { describe: describeError }));
 }
 
-function translate(e: ErrorObject, locate: Locator): SchemaProblem {
+/** How a schema words its own problems; unknown fields and their positions are worded alike for every schema. */
+export interface SchemaWording {
+  describe(e: ErrorObject, at: PathSegment[]): string;
+  /** The message for a missing required key (default "required field is missing"). */
+  required?(key: string, at: PathSegment[], e: ErrorObject): string;
+}
+
+/** One ajv error as an operator-facing problem, positioned at the key or value it concerns. */
+export function translateAjvError(e: ErrorObject, locate: Locator, wording: SchemaWording): SchemaProblem {
   const at = pointerSegments(e.instancePath);
   const p = e.params as Record<string, unknown>;
   switch (e.keyword) {
@@ -48,10 +56,10 @@ function translate(e: ErrorObject, locate: Locator): SchemaProblem {
     case 'required': {
       // The missing key has no position of its own; the mapping that should hold it does.
       const key = String(p.missingProperty);
-      return { ...locate.value(at), field: fieldPath([...at, key]), message: 'required field is missing' };
+      return { ...locate.value(at), field: fieldPath([...at, key]), message: wording.required?.(key, at, e) ?? 'required field is missing' };
     }
     default:
-      return { ...locate.value(at), field: fieldPath(at), message: describeError(e, at) };
+      return { ...locate.value(at), field: fieldPath(at), message: wording.describe(e, at) };
   }
 }
 

@@ -6,8 +6,8 @@
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
-import { fieldPath, pointerSegments, type Locator, type PathSegment } from '../config/locate.js';
-import { article, kindOf, type SchemaProblem } from '../config/schema.js';
+import type { Locator, PathSegment } from '../config/locate.js';
+import { article, kindOf, translateAjvError, type SchemaProblem } from '../config/schema.js';
 
 /** Where the policy schema ships (outside src/, so editors can use it too). */
 export const policySchemaPath = fileURLToPath(new URL('../../schemas/policy.schema.json', import.meta.url));
@@ -37,7 +37,7 @@ export function validateAgainst(schema: object | string, data: unknown, locate: 
   return reduceAnyOf(validate.errors ?? [])
     // An if/then failure is also reported as the then-branch's own errors.
     .filter((e) => e.keyword !== 'if')
-    .map((e) => translate(e, locate));
+    .map((e) => translateAjvError(e, locate, { describe, required: requiredMessage }));
 }
 
 // A scalar-or-list field that fails both branches yields one error per branch plus
@@ -61,24 +61,6 @@ function reduceAnyOf(errors: ErrorObject[]): ErrorObject[] {
     if (keep.length > 0) drop.add(any);
   }
   return errors.filter((e) => !drop.has(e));
-}
-
-function translate(e: ErrorObject, locate: Locator): SchemaProblem {
-  const at = pointerSegments(e.instancePath);
-  const p = e.params as Record<string, unknown>;
-  switch (e.keyword) {
-    case 'additionalProperties': {
-      const key = String(p.additionalProperty);
-      const props = (e.parentSchema as { properties?: Record<string, unknown> } | undefined)?.properties ?? {};
-      return { ...locate.key(at, key), field: fieldPath([...at, key]), message: `unknown field (allowed: ${Object.keys(props).join(', ')})` };
-    }
-    case 'required': {
-      const key = String(p.missingProperty);
-      return { ...locate.value(at), field: fieldPath([...at, key]), message: requiredMessage(key, at, e) };
-    }
-    default:
-      return { ...locate.value(at), field: fieldPath(at), message: describe(e, at) };
-  }
 }
 
 function requiredMessage(key: string, at: PathSegment[], e: ErrorObject): string {

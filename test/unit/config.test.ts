@@ -6,6 +6,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { ConfigError, loadConfig, parseConfig } from '../../src/config/load.js';
 import { resolveSecret, SecretError } from '../../src/config/secrets.js';
 import type { Config } from '../../src/config/types.js';
+import { readSchema, schemaProperties } from '../helpers/schema.js';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
 const SRC = path.resolve('/etc/dbward/dbward.yaml');
@@ -438,25 +439,8 @@ describe('resolveSecret', () => {
 });
 
 describe('schema, docs and loader stay in sync', () => {
-  interface SchemaNode {
-    type?: string | string[];
-    description?: string;
-    default?: unknown;
-    properties?: Record<string, SchemaNode>;
-    items?: SchemaNode;
-    additionalProperties?: boolean | SchemaNode;
-  }
-  const schema = JSON.parse(readFileSync(path.join(root, 'schemas/dbward.config.schema.json'), 'utf8')) as SchemaNode;
-
-  /** Every property in the schema as [path like `targets[].tls.mode`, its schema]. */
-  function properties(node: SchemaNode, prefix = ''): [string, SchemaNode][] {
-    return Object.entries(node.properties ?? {}).flatMap(([key, sub]): [string, SchemaNode][] => {
-      const p = prefix === '' ? key : `${prefix}.${key}`;
-      const inner = sub.items ?? sub;
-      return [[p, sub], ...properties(inner, sub.items ? `${p}[]` : p)];
-    });
-  }
-  const all = properties(schema);
+  const schema = readSchema('dbward.config.schema.json');
+  const all = schemaProperties(schema);
 
   it('walks the whole format, including list entries and nested mappings', () => {
     const paths = all.map(([p]) => p);

@@ -10,31 +10,14 @@ import { fastPathAnalysis, specTarget } from '../../src/policy/cases.js';
 import { ttlSeconds } from '../../src/policy/compile.js';
 import { policyFromTexts } from '../../src/policy/load.js';
 import { STATEMENT_FLAGS, STATEMENT_KINDS } from '../../src/policy/types.js';
+import { readSchema, schemaProperties } from '../helpers/schema.js';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 
-interface SchemaNode {
-  type?: string | string[];
-  description?: string;
-  enum?: string[];
-  default?: unknown;
-  properties?: Record<string, SchemaNode>;
-  items?: SchemaNode;
-  anyOf?: SchemaNode[];
-  additionalProperties?: boolean | SchemaNode;
-}
-const schema = JSON.parse(readFileSync(path.join(root, 'schemas/policy.schema.json'), 'utf8')) as SchemaNode;
+const schema = readSchema('policy.schema.json');
 const doc = readFileSync(path.join(root, 'docs/policy.md'), 'utf8');
 
-/** Every property as [path like `rules[].match.statement.tables.read`, its schema]. */
-function properties(node: SchemaNode, prefix = ''): [string, SchemaNode][] {
-  return Object.entries(node.properties ?? {}).flatMap(([key, sub]): [string, SchemaNode][] => {
-    const p = prefix === '' ? key : `${prefix}.${key}`;
-    const inner = sub.items ?? sub;
-    return [[p, sub], ...properties(inner, sub.items ? `${p}[]` : p)];
-  });
-}
-const all = properties(schema);
+const all = schemaProperties(schema);
 
 describe('policy schema and docs stay in sync', () => {
   it('walks the whole format', () => {

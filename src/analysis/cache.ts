@@ -64,7 +64,8 @@ export class AnalysisCache {
   }
 }
 
-function dependsOnSession(s: StatementFacts): boolean {
+/** Whether a statement's facts come from the session (EXECUTE of a prepared name), not from its text alone. */
+export function dependsOnSession(s: StatementFacts): boolean {
   return s.kinds.includes('execute');
 }
 

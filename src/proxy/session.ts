@@ -7,7 +7,7 @@ import type { Logger } from 'pino';
 import type { Metrics } from '../admin/metrics.js';
 import { eventBase, type AuditEvent, type AuditSink, type ClientRecord, type IdentityRecord, type StatementOutcomeEvent, type TargetRecord } from '../audit/events.js';
 import { eventLine, SessionFragments } from '../audit/serialize.js';
-import type { AnalysisCache } from '../analysis/cache.js';
+import { dependsOnSession, type AnalysisCache } from '../analysis/cache.js';
 import { fastPathAnalysis } from '../analysis/fast-path.js';
 import type { Analysis } from '../analysis/facts.js';
 import type { SqlSessionState } from '../analysis/session-state.js';
@@ -121,7 +121,7 @@ export class SessionPipeline {
     const cached = this.rulings.get(stmt.text);
     if (cached) return cached;
     const ruling = this.rule(engine, this.deps.analysis.get(stmt.text, this.sql));
-    if (!ruling.analysis.ok || !ruling.analysis.statements.some((f) => f.kinds.includes('execute'))) {
+    if (!ruling.analysis.ok || !ruling.analysis.statements.some(dependsOnSession)) {
       if (this.rulings.size >= MAX_RULINGS) this.rulings.delete(this.rulings.keys().next().value!);
       this.rulings.set(stmt.text, ruling);
     }

@@ -389,8 +389,7 @@ function upstreamLoginError(target: string, role: string | null, err: unknown): 
 /** Why the server, as it reports itself after login, would read SQL differently from dbward's parser; null when it reads alike. */
 function readingHazardOf(parameters: [string, string][]): string | null {
   for (const [name, value] of parameters) {
-    const key = name.toLowerCase();
-    if ((key === 'standard_conforming_strings' || key === 'client_encoding') && readingHazard(key, value)) {
+    if (readingHazard(name.toLowerCase(), value)) {
       return `the server reports ${name} = ${value}, under which SQL text reads differently than dbward parses it`;
     }
   }

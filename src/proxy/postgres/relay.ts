@@ -80,8 +80,7 @@ export class PgRelay {
     this.tracker.onParameter = (name, value) => {
       // Backstop for a change dbward could not see coming (a function that calls set_config):
       // from here on the server would read SQL text differently from dbward's parser.
-      const key = name.toLowerCase();
-      if ((key === 'standard_conforming_strings' || key === 'client_encoding') && readingHazard(key, value)) {
+      if (readingHazard(name.toLowerCase(), value)) {
         this.deps.log.warn({ session: this.pipeline.id, name, value }, 'server now reads SQL differently; session ended');
         this.terminate(pgErrors.featureNotSupported(`the server now reports ${name} = ${value}, under which SQL text reads differently than dbward parses it; the session was ended`));
       }

@@ -1,5 +1,5 @@
 // What statement analysis tells policy about SQL text. Engine-neutral: the
-// PostgreSQL analyzer (libpg-query) fills it today, the MySQL one later. Kept
+// PostgreSQL analyzer (libpg_query) fills it today, the MySQL one later. Kept
 // free of runtime imports so policy code can depend on it without the parser.
 
 /**
@@ -107,6 +107,13 @@ export interface StatementFacts {
   setting?: string;
   /** For SET name TO literal, ...: the values, unquoted (identifiers folded); absent for RESET, DEFAULT or computed values. */
   values?: string[];
+  /**
+   * The text carries a credential (a role password, a user-mapping or server password
+   * option, a connection string with password=); the audit trail records its normalized
+   * text. `PASSWORD NULL` carries none. Facts of the statement itself: EXECUTE of a
+   * prepared statement that held one does not (its text names the statement only).
+   */
+  secret?: true;
 }
 
 /** What the analyzer made of a SQL string: facts per statement, or why it could not parse it. */

@@ -2,3 +2,5 @@
 
 export type * from './facts.js';
 export { analyzePg, loadPgParser } from './pg/analyze.js';
+export { fingerprintPg, normalizePg } from './pg/normalize.js';
+export { scrubSecrets } from './secrets.js';

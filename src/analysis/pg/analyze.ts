@@ -1,4 +1,4 @@
-// SQL text to StatementFacts with PostgreSQL's own grammar (libpg-query). One entry
+// SQL text to StatementFacts with PostgreSQL's own grammar (libpg_query). One entry
 // per statement of a multi-statement string; what one statement does to the session
 // (search_path, role, PREPARE/DEALLOCATE) is carried to the statements after it, as
 // PostgreSQL analyses each only once the previous one has run. Anything the parser
@@ -76,7 +76,7 @@ function num(x: unknown): number {
   return typeof x === 'number' && x > 0 ? x : 0;
 }
 
-// libpg-query locations are byte offsets into the UTF-8 text; a length of 0 means "to the end".
+// libpg_query locations are byte offsets into the UTF-8 text; a length of 0 means "to the end".
 function slicer(sql: string): (start: number, len: number) => string {
   if (!NON_ASCII.test(sql)) return (start, len) => sql.slice(start, len > 0 ? start + len : undefined).trim();
   const bytes = Buffer.from(sql, 'utf8');

@@ -1,4 +1,4 @@
-// Reading the libpg-query JSON AST. A node is either a wrapper `{ TypeName: body }`
+// Reading the libpg_query JSON AST. A node is either a wrapper `{ TypeName: body }`
 // (fields typed `Node`) or a bare struct (fields typed with one struct, e.g.
 // DeleteStmt.relation is a bare RangeVar). Default values (false, 0, "") are
 // omitted from the JSON, so every accessor tolerates a missing field.

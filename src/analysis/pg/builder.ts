@@ -21,6 +21,8 @@ export class FactsBuilder {
   prepared: string | undefined;
   setting: string | undefined;
   values: string[] | undefined;
+  /** The statement's text carries a credential. */
+  secret = false;
 
   /** Adds a kind (the first added is the top-level kind). */
   kind(k: StatementKind): void {
@@ -61,7 +63,7 @@ export class FactsBuilder {
     if (this.planOnly === 0) this.unlimited = true;
   }
 
-  /** Everything another statement's facts say (EXECUTE of a prepared statement). */
+  /** Everything another statement's facts say (EXECUTE of a prepared statement), but `secret`: that is about its text. */
   absorb(f: StatementFacts, rebase: (ref: TableRef) => TableRef): void {
     for (let i = 0; i < f.kinds.length; i++) {
       // The stored facts are those of the PREPARE; what runs is what it prepared.
@@ -90,6 +92,7 @@ export class FactsBuilder {
     if (this.prepared !== undefined) facts.prepared = this.prepared;
     if (this.setting !== undefined) facts.setting = this.setting;
     if (this.values !== undefined) facts.values = this.values;
+    if (this.secret) facts.secret = true;
     return facts;
   }
 }

@@ -2,7 +2,8 @@
 // references (resolved through FROM aliases), subqueries inside expressions,
 // window definitions and options that name server files or programs.
 
-import { constString, isObj, items, names, str, unwrap, type Obj } from './ast.js';
+import { conninfoCredential, credentialName } from '../secrets.js';
+import { constString, isObj, items, names, str, sval, unwrap, type Obj } from './ast.js';
 import { ROLE_SETTINGS, functionFlags, readingHazard } from './flags.js';
 import { dotted, ident } from './names.js';
 import type { Handler, Walker } from './walk.js';
@@ -47,6 +48,7 @@ function setConfig(w: Walker, args: unknown): void {
     }
   }
   const name = constString(setting)?.toLowerCase() ?? null;
+  if (name !== null && credentialName(name)) w.b.secret = true;
   if (name === null || ROLE_SETTINGS.has(name)) w.b.flag('role_change');
   if (name === null || name === 'search_path') w.b.flag('search_path_change');
   if (readingHazard(name, constString(list[1]) ?? null)) w.b.flag('parse_hazard');
@@ -128,9 +130,12 @@ function windowDef(w: Walker, b: Obj): void {
 }
 
 // Options that point a foreign table or server at a server file or program (file_fdw),
-// or a function at a shared library.
+// or a function at a shared library; options that hold a credential (a role's PASSWORD,
+// a user mapping's or server's password, a DSN with one).
 function defElem(w: Walker, b: Obj): void {
   const name = (str(b.defname) ?? '').toLowerCase();
+  const value = sval(b.arg);
+  if ((isObj(b.arg) && credentialName(name)) || (value !== null && conninfoCredential(value))) w.b.secret = true;
   if (name === 'program') {
     w.b.flag('server_program');
     w.b.flag('server_file_access');
@@ -149,5 +154,9 @@ export const EXPRESSION_HANDLERS: readonly (readonly [string, Handler])[] = [
   ['SubLink', subLink],
   ['WindowDef', windowDef],
   ['DefElem', defElem],
+  // Any string constant with a connection string's password: dblink*('... password=...'), and functions wrapping it.
+  ['A_Const', (w, b) => {
+    if (isObj(b.sval) && typeof b.sval.sval === 'string' && conninfoCredential(b.sval.sval)) w.b.secret = true;
+  }],
   ['RangeVar', (w, b) => void w.table(b, w.relRole)],
 ];

@@ -1,15 +1,19 @@
-// libpg-query (PostgreSQL's own parser in WASM) behind a guard. A parse that fails
-// with anything but a PostgreSQL syntax error (the JS stack exhausted inside WASM by a
+// libpg_query (PostgreSQL's own parser in WASM, the @libpg-query/parser build that
+// also fingerprints and normalizes) behind a guard. A call that fails with anything
+// but an error libpg_query reported itself (the JS stack exhausted inside WASM by a
 // deeply nested expression, memory) can leave the WASM instance's stack pointer and
 // heap corrupt, after which it may fail or, worse, answer wrongly. Such an instance
 // is dropped for a fresh one, prepared ahead of time so that parsing never waits. An
-// instance costs ~10 MB resident and ~20 ms to load; two spares absorb a burst.
+// instance costs ~5 MB resident and ~25 ms to load (the first one ~150 ms more: the
+// package's 5 MB protobuf schema, read once); two spares absorb a burst.
 
 import { createRequire } from 'node:module';
 
 interface PgQuery {
   loadModule(): Promise<void>;
   parseSync(sql: string): unknown;
+  fingerprintSync(sql: string): string;
+  normalizeSync(sql: string): string;
 }
 
 /** A parse result: the JSON tree, or PostgreSQL's error with its 0-based offset in code points. */
@@ -18,7 +22,7 @@ export type ParseOutcome =
   | { ok: false; error: string; offset?: number };
 
 const require = createRequire(import.meta.url);
-const ENTRY = require.resolve('libpg-query');
+const ENTRY = require.resolve('@libpg-query/parser');
 
 // Each evaluation of the package's entry module instantiates its own WASM module.
 async function freshInstance(): Promise<PgQuery> {
@@ -32,6 +36,16 @@ function isSyntaxError(e: unknown): e is Error & { sqlDetails?: { cursorPosition
   return e instanceof Error && e.name === 'SqlError';
 }
 
+// fingerprintSync and normalizeSync throw libpg_query's own error text as a plain Error
+// when it starts like this, and return it as their result otherwise.
+const REPORTED = /^(?:syntax error|deparse error|ERROR)/;
+
+function isReportedError(e: unknown): boolean {
+  return e instanceof Error && e.constructor === Error && REPORTED.test(e.message);
+}
+
+const FINGERPRINT = /^[0-9a-f]{16}$/;
+
 const SPARES = 2;
 
 /** The parser instance in use and its replacements. */
@@ -41,6 +55,8 @@ class ParserPool {
   private pending: Promise<void> | null = null;
   private lastError: unknown = null;
   private started = false;
+  /** The last text fingerprinted: it parses, so it may be normalized. */
+  private parses: string | null = null;
 
   get loaded(): boolean {
     return this.started;
@@ -72,6 +88,34 @@ class ParserPool {
     }
   }
 
+  /** libpg_query's fingerprint of `sql`, or null when it does not parse. */
+  fingerprint(sql: string): string | null {
+    const fp = this.call((p) => p.fingerprintSync(sql));
+    // Anything else is an error message passed off as a result.
+    if (fp === null || !FINGERPRINT.test(fp)) return null;
+    this.parses = sql;
+    return fp;
+  }
+
+  /** libpg_query's normalized `sql`, or null when it does not parse. */
+  normalize(sql: string): string | null {
+    // normalizeSync returns some errors (an unterminated literal, with the text after
+    // it) as if they were the normalized text: only a text known to parse is normalized.
+    if (sql !== this.parses && this.fingerprint(sql) === null) return null;
+    return this.call((p) => p.normalizeSync(sql));
+  }
+
+  private call(op: (p: PgQuery) => string): string | null {
+    const parser = this.active;
+    if (!parser) return null;
+    try {
+      return op(parser);
+    } catch (e) {
+      if (!isReportedError(e)) this.retire();
+      return null;
+    }
+  }
+
   private retire(): void {
     this.active = this.spares.shift() ?? null;
     this.refill();
@@ -88,7 +132,7 @@ class ParserPool {
           this.lastError = null;
         },
         (e: unknown) => {
-          this.lastError = e ?? new Error('libpg-query failed to load');
+          this.lastError = e ?? new Error('@libpg-query/parser failed to load');
         },
       )
       .finally(() => {
@@ -111,7 +155,17 @@ export function pgParserLoaded(): boolean {
   return pool.loaded;
 }
 
-/** Parses `sql` with libpg-query; never throws. */
+/** Parses `sql` with libpg_query; never throws. */
 export function parsePg(sql: string): ParseOutcome {
   return pool.parse(sql);
+}
+
+/** libpg_query's fingerprint of `sql` (16 hex digits); null when it does not parse or the parser is restarting. */
+export function pgFingerprint(sql: string): string | null {
+  return pool.fingerprint(sql);
+}
+
+/** libpg_query's normalization of `sql` (constants as $n); null when it does not parse or the parser is restarting. */
+export function pgNormalize(sql: string): string | null {
+  return pool.normalize(sql);
 }

@@ -3,6 +3,7 @@
 // ATOMIC, CREATE SCHEMA, CREATE TABLE AS, DECLARE), and DDL whose targets are
 // written rather than read.
 
+import { conninfoCredential, credentialName, mentionsCredential } from '../secrets.js';
 import { constText, isObj, items, names, str, sval, unwrap, type Obj } from './ast.js';
 import { functionByName } from './expressions.js';
 import { ROLE_SETTINGS, readingHazard } from './flags.js';
@@ -22,6 +23,7 @@ function setStmt(w: Walker, b: Obj): void {
   const path = name === 'search_path' || kind === 'VAR_RESET_ALL';
   if (role) w.b.flag('role_change');
   if (path) w.b.flag('search_path_change');
+  if (kind === 'VAR_SET_VALUE' && credentialName(name)) w.b.secret = true;
   if (top) {
     w.b.setting = kind === 'VAR_RESET_ALL' ? 'all' : name;
     // The values let the session follow settings that change how later SQL reads
@@ -78,6 +80,8 @@ function copyStmt(w: Walker, b: Obj): void {
       w.b.flag('server_program');
       w.b.flag('server_file_access');
     } else if (typeof b.filename === 'string') w.b.flag('server_file_access');
+    // PROGRAM 'PGPASSWORD=x psql ...', 'curl https://user:x@host/...'
+    if (typeof b.filename === 'string' && conninfoCredential(b.filename)) w.b.secret = true;
     w.visitAs(b.whereClause, 'predicate');
     w.rest(b, COPY_SKIP);
   } finally {
@@ -173,8 +177,32 @@ const FUNCTION_SKIP: ReadonlySet<string> = new Set(['sql_body', 'funcname']);
 
 // A BEGIN ATOMIC / RETURN body is parsed now and runs later; a string body stays opaque.
 function createFunctionStmt(w: Walker, b: Obj): void {
+  if (bodyMentionsCredential(b.options)) w.b.secret = true;
   w.visitInner(b.sql_body, false);
   w.rest(b, FUNCTION_SKIP);
+}
+
+function doStmt(w: Walker, b: Obj): void {
+  if (bodyMentionsCredential(b.args)) w.b.secret = true;
+  w.rest(b, NO_SKIP);
+}
+
+// Code the analyzer cannot read may build a credential out of its literals
+// (EXECUTE format('ALTER ROLE %I PASSWORD %L', ...)): any mention of one counts.
+function bodyMentionsCredential(options: unknown): boolean {
+  for (const o of items(options)) {
+    const d = unwrap(o, 'DefElem');
+    if (!d || d.defname !== 'as') continue;
+    const parts = sval(d.arg) !== null ? [d.arg] : items(d.arg);
+    if (parts.some((p) => mentionsCredential(sval(p) ?? ''))) return true;
+  }
+  return false;
+}
+
+// A subscription's CONNECTION string is not a constant node: read it here.
+function subscriptionStmt(w: Walker, b: Obj): void {
+  if (typeof b.conninfo === 'string' && conninfoCredential(b.conninfo)) w.b.secret = true;
+  w.rest(b, NO_SKIP);
 }
 
 const TRIGGER_SKIP: ReadonlySet<string> = new Set(['relation', 'funcname', 'whenClause']);
@@ -298,6 +326,9 @@ export const UTILITY_HANDLERS: readonly (readonly [string, Handler])[] = [
   ['CreateTableAsStmt', createTableAsStmt],
   ['RuleStmt', ruleStmt],
   ['CreateFunctionStmt', createFunctionStmt],
+  ['DoStmt', doStmt],
+  ['CreateSubscriptionStmt', subscriptionStmt],
+  ['AlterSubscriptionStmt', subscriptionStmt],
   ['CreateTrigStmt', createTrigStmt],
   ['CreateEventTrigStmt', createEventTrigStmt],
   ['DropStmt', dropStmt],

@@ -38,7 +38,7 @@ export class NestingError extends Error {
   }
 }
 
-// Deeper than any statement libpg-query returns in practice (its own JSON output fails
+// Deeper than any statement libpg_query returns in practice (its own JSON output fails
 // first at a few thousand levels), and shallow enough for Node's default stack.
 const MAX_DEPTH = 2500;
 

@@ -1,0 +1,222 @@
+// Statements that carry a credential are marked `secret`, and no credential reaches the
+// audit trail: not through the normalized text of a statement that parses, nor through
+// scrubSecrets for one that does not. Every credential below is `hunter2`.
+
+import { beforeAll, describe, expect, it } from 'vitest';
+import { analyzePg, loadPgParser } from '../../src/analysis/pg/analyze.js';
+import { fingerprintPg, normalizePg } from '../../src/analysis/pg/normalize.js';
+import { pgFingerprint } from '../../src/analysis/pg/parser.js';
+import { scrubParsedSecrets, scrubSecrets } from '../../src/analysis/secrets.js';
+import type { StatementFacts } from '../../src/analysis/facts.js';
+import { PG_HOSTILE_STATEMENTS } from '../fixtures/pg-hostile-statements.js';
+import { DEFAULT_CTX } from '../fixtures/pg-statements.js';
+
+beforeAll(async () => {
+  await loadPgParser();
+});
+
+function facts(sql: string): StatementFacts[] {
+  const a = analyzePg(sql, DEFAULT_CTX);
+  if (!a.ok) throw new Error(`${sql}: ${a.error}`);
+  return a.statements;
+}
+
+const SECRET: readonly string[] = [
+  "CREATE ROLE app LOGIN PASSWORD 'hunter2'",
+  "CREATE USER app WITH PASSWORD 'hunter2' VALID UNTIL 'infinity'",
+  "ALTER USER app WITH ENCRYPTED PASSWORD 'hunter2'",
+  "ALTER ROLE app PASSWORD E'hunter2'",
+  'ALTER ROLE app PASSWORD $$hunter2$$',
+  // What psql's \password sends.
+  "ALTER USER app PASSWORD 'SCRAM-SHA-256$4096:hunter2$hunter2:hunter2'",
+  "CREATE USER MAPPING FOR app SERVER remote OPTIONS (user 'app', password 'hunter2')",
+  "CREATE USER MAPPING IF NOT EXISTS FOR CURRENT_USER SERVER remote OPTIONS (PASSWORD 'hunter2')",
+  "ALTER USER MAPPING FOR app SERVER remote OPTIONS (SET password 'hunter2')",
+  "ALTER USER MAPPING FOR PUBLIC SERVER remote OPTIONS (ADD sslpassword 'hunter2')",
+  "CREATE SERVER remote FOREIGN DATA WRAPPER postgres_fdw OPTIONS (host 'db', password 'hunter2')",
+  'ALTER SERVER remote OPTIONS (ADD "password" \'hunter2\')',
+  "CREATE SERVER odbc FOREIGN DATA WRAPPER odbc_fdw OPTIONS (odbc_DSN 'x', odbc_PWD 'hunter2')",
+  "CREATE SERVER mysql FOREIGN DATA WRAPPER mysql_fdw OPTIONS (dsn 'host=db user=app password=hunter2')",
+  "SELECT dblink_connect('host=db user=app password=hunter2')",
+  "SELECT dblink_connect('conn', 'dbname=app PASSWORD = hunter2')",
+  "SELECT dblink_connect_u('conn', 'dbname=app password=hunter2')",
+  "SELECT * FROM dblink('host=db password=hunter2', 'SELECT 1') AS t(a int)",
+  "SELECT dblink_exec('host=db password=hunter2', 'DROP TABLE t')",
+  "SELECT dblink_send_query('host=db password=hunter2', 'SELECT 1')",
+  "SELECT extensions.dblink_connect('postgresql://app:hunter2@db/app')",
+  "SELECT 1 WHERE EXISTS (SELECT dblink_exec('host=db password=hunter2', 'x'))",
+  "CREATE VIEW v AS SELECT * FROM dblink('host=db password=hunter2', 'SELECT 1') AS t(a int)",
+  "PREPARE p AS SELECT dblink_connect('host=db password=hunter2')",
+  "EXPLAIN SELECT dblink_connect('host=db password=hunter2')",
+  "DO $$BEGIN EXECUTE format('ALTER ROLE app PASSWORD %L', 'hunter2'); END$$",
+  "DO LANGUAGE plpgsql 'BEGIN PERFORM dblink_connect(''password=hunter2''); END'",
+  "CREATE FUNCTION f() RETURNS void LANGUAGE plpgsql AS $f$BEGIN EXECUTE 'ALTER ROLE app PASSWORD ''hunter2'''; END$f$",
+  "CREATE PROCEDURE p() LANGUAGE sql AS $$SELECT dblink_exec('password=hunter2', 'x')$$",
+  "CREATE SUBSCRIPTION sub CONNECTION 'host=db password=hunter2' PUBLICATION pub",
+  "ALTER SUBSCRIPTION sub CONNECTION 'host=db password=hunter2'",
+  "COPY t FROM PROGRAM 'PGPASSWORD=hunter2 psql -h db -c \"COPY x TO STDOUT\"'",
+  "SET app.password = 'hunter2'",
+  "SET app.password = U&'hunter\\0032' UESCAPE '!'",
+  "ALTER SYSTEM SET app.db_password TO 'hunter2'",
+  // Out of quotes, where libpg_query does not normalize.
+  'ALTER SYSTEM SET app.password = hunter2',
+  'ALTER ROLE app IN DATABASE db SET app.password = "hunter2"',
+  'ALTER DATABASE db SET app.api_secret = 12345678; SELECT 1',
+  "SELECT set_config('app.password', 'hunter2', false)",
+];
+
+describe('StatementFacts.secret', () => {
+  it.each(SECRET)('marks %s', (sql) => {
+    const [s] = facts(sql);
+    expect(s!.secret).toBe(true);
+  });
+
+  it.each(SECRET)('records no credential in the normalized text or fingerprint input of %s', (sql) => {
+    const normalized = normalizePg(sql);
+    expect(normalized).not.toBeNull();
+    expect(normalized).not.toMatch(/hunter2/);
+    expect(fingerprintPg(sql)).toMatch(/^[0-9a-f]{16}$/);
+    expect(scrubParsedSecrets(sql)).not.toMatch(/hunter2/);
+    expect(scrubSecrets(sql)).not.toMatch(/hunter2/);
+  });
+
+  it.each([
+    // PASSWORD NULL removes a password: the text carries none.
+    'ALTER ROLE app PASSWORD NULL',
+    'CREATE ROLE app WITH LOGIN PASSWORD NULL',
+    // A column named password is data, not a credential; redact_literals covers its values.
+    'SELECT password FROM users',
+    "UPDATE users SET password_hash = 'x' WHERE id = 1",
+    "INSERT INTO users (name, password) VALUES ('bob', crypt('x', gen_salt('bf')))",
+    "SELECT * FROM users WHERE password = 'x'",
+    // Options and settings named after passwords that hold none.
+    "SET password_encryption = 'scram-sha-256'",
+    "ALTER SERVER remote OPTIONS (ADD password_required 'false')",
+    "ALTER USER MAPPING FOR app SERVER remote OPTIONS (ADD passfile '/var/lib/pgpass')",
+    // A connection string without a password, a URI without one.
+    "SELECT dblink_connect('host=db user=app')",
+    "SELECT dblink_connect('postgresql://app@db:5432/app')",
+    "CREATE SUBSCRIPTION sub CONNECTION 'host=db user=rep' PUBLICATION pub",
+    'DO $$BEGIN PERFORM 1; END$$',
+    "CREATE FUNCTION f() RETURNS int LANGUAGE sql AS 'SELECT 1'",
+    "COMMENT ON ROLE app IS 'service account'",
+  ])('does not mark %s', (sql) => {
+    for (const s of facts(sql)) expect(s.secret).toBeUndefined();
+  });
+
+  it('marks only the statements of a multi-statement text that carry one', () => {
+    const ss = facts("SELECT 1; CREATE ROLE app PASSWORD 'hunter2'; SELECT password FROM users; SELECT dblink_connect('password=hunter2')");
+    expect(ss.map((s) => s.secret === true)).toEqual([false, true, false, true]);
+    expect(normalizePg(ss[1]!.text)).toBe('CREATE ROLE app PASSWORD $1');
+  });
+
+  it('does not carry a PREPAREd statement\'s credential over to EXECUTE, whose text has none', () => {
+    const ss = facts("PREPARE p AS SELECT dblink_connect('password=hunter2'); EXECUTE p");
+    expect(ss.map((s) => s.secret === true)).toEqual([true, false]);
+    expect(ss[1]!.kinds).toEqual(['execute', 'select']);
+  });
+});
+
+describe('scrubParsedSecrets (text that parses)', () => {
+  it.each([
+    "UPDATE users SET password = crypt('x', gen_salt('bf')) WHERE id = $1",
+    'SELECT * FROM users WHERE password = $1',
+    'SELECT password, name, email FROM users',
+    'ALTER TABLE users RENAME COLUMN password TO pwd_hash',
+    'ALTER TABLE users ADD COLUMN password_hash text NOT NULL DEFAULT \'\'',
+    'CREATE INDEX ON users (password)',
+    'UPDATE users SET password = DEFAULT;',
+  ])('leaves the fingerprint of %s as libpg_query computes it', (sql) => {
+    expect(fingerprintPg(sql)).toMatch(/^[0-9a-f]{16}$/);
+    expect(fingerprintPg(sql)).toBe(pgFingerprint(sql));
+  });
+
+  it('leaves the fingerprint of every hostile-statement fixture that carries no credential', () => {
+    for (const { sql } of PG_HOSTILE_STATEMENTS) {
+      const a = analyzePg(sql, DEFAULT_CTX);
+      if (!a.ok) continue;
+      const fp = fingerprintPg(sql);
+      if (a.statements.some((st) => st.secret)) expect(fp, sql).toMatch(/^[0-9a-f]{16}$/);
+      else expect(fp, sql).toBe(pgFingerprint(sql));
+    }
+  });
+});
+
+describe('scrubSecrets (text that does not parse)', () => {
+  it.each([
+    // The literal after PASSWORD, any quoting.
+    ["ALTER ROLE app PASSWORD 'hunter2' VALID UNTILL 'x'", "ALTER ROLE app PASSWORD '***' VALID UNTILL 'x'"],
+    ["ALTER USER app WITH ENCRYPTED PASSWORD E'hun\\'ter2' oops", "ALTER USER app WITH ENCRYPTED PASSWORD E'***' oops"],
+    ['ALTER ROLE app password $$hunter2$$ oops', "ALTER ROLE app password '***' oops"],
+    ['ALTER ROLE app PASSWORD $pw$hun$$ter2$pw$ oops', "ALTER ROLE app PASSWORD '***' oops"],
+    ["ALTER ROLE app PASSWORD U&'hunter2' oops", "ALTER ROLE app PASSWORD U&'***' oops"],
+    // Written for backslash escapes: the literal runs to its later end.
+    ["ALTER ROLE app PASSWORD 'hun\\'ter2' oops", "ALTER ROLE app PASSWORD '***' oops"],
+    // A literal continued on the next line is one value.
+    ["ALTER ROLE app PASSWORD 'hun'\n  'ter2' oops", "ALTER ROLE app PASSWORD '***'\n  '***' oops"],
+    ["ALTER ROLE app PASSWORD 'hunter2", "ALTER ROLE app PASSWORD '***'"],
+    ['ALTER ROLE app PASSWORD $$hunter2', "ALTER ROLE app PASSWORD '***'"],
+    // Options and settings named after a credential.
+    ["CREATE SERVER s OPTIONS (host 'db', password 'hunter2' oops", "CREATE SERVER s OPTIONS (host 'db', password '***' oops"],
+    ["CREATE USER MAPPING FOR app OPTIONS (\"password\" 'hunter2', sslpassword 'hunter2'", "CREATE USER MAPPING FOR app OPTIONS (\"password\" '***', sslpassword '***'"],
+    ["SET app.password TO 'hunter2' oops", "SET app.password TO '***' oops"],
+    ["SELECT set_config('app.password', 'hunter2' oops", "SELECT set_config('***', '***' oops"],
+    // Connection strings and URIs with a password, comments that mention one.
+    ["SELECT dblink_connect('host=db password=hunter2' oops", "SELECT dblink_connect('***' oops"],
+    ["SELECT dblink('postgres://app:hunter2@db/app', 'x' oops", "SELECT dblink('***', '***' oops"],
+    ['SELECT 1 -- my password is hunter2\nFRM t', 'SELECT 1 -- ***\nFRM t'],
+    ['SELECT 1 /* password: /* hunter2 */ */ FRM t', 'SELECT 1 /* *** */ FRM t'],
+    // Out of its quotes after password= (a backslash-escaped quote read the other way).
+    ["SELECT 'a\\' password=hunter2' oops", "SELECT 'a\\' password=***'***'"],
+  ])('%s', (sql, want) => {
+    expect(scrubSecrets(sql)).toBe(want);
+    expect(scrubSecrets(sql)).not.toMatch(/hunter2|ter2/);
+  });
+
+  it('scrubs each statement of a multi-statement text and leaves the others as written', () => {
+    expect(scrubSecrets("SELECT 'a'; ALTER ROLE app PASSWORD 'hunter2'; SELECT dblink_connect('password=hunter2'); SELECT 'b' FRM"))
+      .toBe("SELECT 'a'; ALTER ROLE app PASSWORD '***'; SELECT dblink_connect('***'); SELECT 'b' FRM");
+  });
+
+  it('leaves a text without credentials unchanged (the same string)', () => {
+    for (const sql of [
+      'SELECT password FROM users WHERE id = 1 FRM',
+      "SELECT 'it''s', E'\\\\', $$x$$, $1, \"Quoted\", U&\"d\\0061t\\+000061\" FRM",
+      "ALTER ROLE app PASSWORD NULL oops",
+      '',
+    ]) {
+      expect(scrubSecrets(sql)).toBe(sql);
+    }
+  });
+
+  it('never throws, on non-strings and on random text', () => {
+    expect(scrubSecrets(undefined as unknown as string)).toBe('');
+    expect(scrubSecrets(42 as unknown as string)).toBe('');
+    const tokens = ["'", "E'", 'U&\'', 'U&"', '"', '$$', '$a$', '$1', '--', '/*', '*/', '\n', ' ', '\\', '=', ',', 'password', 'TO', 'x', 'é', '\uD800', '://u:p@'];
+    let seed = 1;
+    for (let i = 0; i < 2_000; i++) {
+      let s = '';
+      for (let j = 0; j < 30; j++) {
+        seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+        s += tokens[seed % tokens.length];
+      }
+      expect(typeof scrubSecrets(s)).toBe('string');
+      expect(typeof scrubParsedSecrets(s)).toBe('string');
+    }
+  });
+
+  it('scans hostile text of 1 MB in linear time', () => {
+    const MB = 1 << 20;
+    for (const unit of ["'", "E'\\'", '$a$', '/*', '--\n', '\\', 'password=', 'password ', "password='", 'password==a b', '://u:', '"', ',', 'x', '=']) {
+      const s = unit.repeat(Math.ceil(MB / unit.length));
+      // Also right after `password =`, where a value may follow out of quotes.
+      for (const text of [s, `password =${s} y`]) {
+        expect(typeof scrubSecrets(text)).toBe('string');
+        expect(typeof scrubParsedSecrets(text)).toBe('string');
+      }
+    }
+    // Every opening quote after PASSWORD is read both ways, for the literal's later end.
+    const s = "ALTER ROLE r PASSWORD '" + "\\'".repeat(MB / 2);
+    expect(scrubSecrets(s)).toBe("ALTER ROLE r PASSWORD '***'");
+  });
+});

@@ -5,12 +5,22 @@ import fs from 'node:fs';
 import type http from 'node:http';
 import tls from 'node:tls';
 import { pino, type Logger } from 'pino';
-import { startAdminServer } from './admin/server.js';
+import pg from 'pg';
+import { authorizeAuditReader } from './admin/auth.js';
+import { auditSearchHandler } from './admin/audit-api.js';
+import { startAdminServer, type AdminRoute } from './admin/server.js';
+import { auditDbOptions } from './audit/postgres-sink.js';
+import { trailFiles, type PgHandle } from './audit/read.js';
+import type { EventSource } from './audit/search.js';
 import { Metrics } from './admin/metrics.js';
-import { FileAuditSink } from './audit/file-sink.js';
+import { openTrail, type AuditTrail } from './audit/trail.js';
 import { resolveSecret } from './config/secrets.js';
 import type { Config, TargetConfig } from './config/types.js';
-import { PolicyHolder } from './policy/reload.js';
+import { PolicyHolder, type PolicyLoad } from './policy/reload.js';
+import { eventBase, type AuditEvent } from './audit/events.js';
+import { eventLine, type StatementTexts } from './audit/serialize.js';
+import { normalizePg } from './analysis/pg/normalize.js';
+import { scrubSecrets } from './analysis/secrets.js';
 import { AnalysisCache } from './analysis/cache.js';
 import { analyzePg, loadPgParser } from './analysis/pg/analyze.js';
 import { CancelRegistry } from './proxy/postgres/cancel.js';
@@ -25,7 +35,7 @@ export interface Daemon {
   adminPort: number | null;
   metrics: Metrics;
   log: Logger;
-  audit: FileAuditSink;
+  audit: AuditTrail;
   /** Loads the policy files again (SIGHUP); an invalid policy leaves the old one in force. Returns whether the new one is in force. */
   reloadPolicy(): boolean;
   /** Drains sessions (up to the configured timeout), flushes the audit trail, closes everything. */
@@ -37,14 +47,30 @@ export async function startDaemon(config: Config, opts: { log?: Logger; verifier
   const log = opts.log ?? pino({ level: config.log.level, base: { service: 'dbward' } });
   const metrics = new Metrics();
   const targets = new Map<string, PgTarget>(config.targets.map((t) => [t.name, pgTarget(t)]));
-  const audit = new FileAuditSink(config.audit.file.path, config.audit.file.fsync, metrics.auditObserver());
+  const audit = await openTrail(config.audit, metrics, log.child({ room: 'audit' }));
   // An invalid policy stops dbward here: it never starts without one.
-  const policy = new PolicyHolder(config.policy.paths, log.child({ room: 'policy' }), metrics);
+  let policy: PolicyHolder;
+  try {
+    policy = new PolicyHolder(config.policy.paths, log.child({ room: 'policy' }), metrics);
+  } catch (err) {
+    await audit.close();
+    throw err;
+  }
+  const recordPolicy = (load: PolicyLoad): void => {
+    try {
+      audit.sink.append(eventLine({ ...eventBase('-'), type: 'policy_reload', ...load } satisfies AuditEvent));
+    } catch (err) {
+      log.error({ err }, 'could not record the policy load in the audit trail');
+    }
+  };
+  recordPolicy({ trigger: 'start', ...policy.describe('applied') });
+  policy.onLoad = recordPolicy;
   if (config.policy.watch) policy.watch();
   const cancels = new CancelRegistry();
   // The parser (WASM) loads once, before any client can send a statement.
   await loadPgParser();
   const analysis = new AnalysisCache(analyzePg);
+  const texts: StatementTexts = { normalize: normalizePg, scrub: scrubSecrets, redactLiterals: config.audit.redactLiterals };
   // One verifier for all listeners: they share the discovered keys.
   const verifier = config.identity.mode === 'oidc' ? new TokenVerifier(config.identity.verifier, opts.verifier) : null;
   if (!verifier) log.warn('identity.mode is unverified: sessions are NOT authenticated (loopback listeners only)');
@@ -63,7 +89,7 @@ export async function startDaemon(config: Config, opts: { log?: Logger; verifier
         : { mode: 'unverified' };
       const listener = new PgListener({
         targets, cancels, secureContext, requireTls: l.requireTls, auth, limits: config.limits, analysis,
-        metrics, log: log.child({ listener: l.name }), audit, policy,
+        metrics, log: log.child({ listener: l.name }), audit: audit.sink, texts, policy,
       });
       ports[l.name] = await listener.listen(l.host, l.port);
       listeners.push({ name: l.name, listener });
@@ -72,11 +98,14 @@ export async function startDaemon(config: Config, opts: { log?: Logger; verifier
     if (config.admin.port !== null) {
       admin = await startAdminServer(config.admin.host, config.admin.port, metrics, {
         problems: () => [
-          ...(audit.healthy ? [] : ['audit sink cannot be written']),
+          ...audit.problems(),
           ...(stopping ? ['shutting down'] : []),
         ],
-        warnings: () => (policy.problem ? [`policy reload refused, previous policy in force: ${policy.problem}`] : []),
-      });
+        warnings: () => [
+          ...(policy.problem ? [`policy reload refused, previous policy in force: ${policy.problem}`] : []),
+          ...audit.warnings(),
+        ],
+      }, auditRoute(config, verifier, log));
       log.info({ host: config.admin.host, port: admin.port }, 'admin server listening');
     }
   } catch (err) {
@@ -108,6 +137,33 @@ export async function startDaemon(config: Config, opts: { log?: Logger; verifier
       log.info('stopped');
     },
   };
+}
+
+/** /audit/... on the admin server: the trail's search, for callers with a token in one of admin.audit_groups. */
+function auditRoute(config: Config, verifier: TokenVerifier | null, log: Logger): AdminRoute {
+  const cfg = config.audit;
+  const source = (): EventSource => (cfg.primary === 'postgres' || !cfg.file
+    ? { kind: 'postgres', table: cfg.postgres!.table, connect: () => connectAuditDb(cfg.postgres!) }
+    : { kind: 'files', paths: trailFiles(cfg.file.path) });
+  const handler = auditSearchHandler({ source });
+  return async (req, res, path) => {
+    if (!path.startsWith('/audit/')) return false;
+    const check = await authorizeAuditReader(req, verifier, config.admin.auditGroups);
+    if (!check.ok) {
+      res.writeHead(check.status, { 'content-type': 'application/json', ...(check.status === 401 && { 'www-authenticate': 'Bearer' }) })
+        .end(JSON.stringify({ error: check.message }));
+      return true;
+    }
+    log.info({ user: check.identity.user, url: req.url }, 'audit trail searched over HTTP');
+    await handler(req, res);
+    return true;
+  };
+}
+
+async function connectAuditDb(cfg: NonNullable<Config['audit']['postgres']>): Promise<PgHandle> {
+  const client = new pg.Client({ ...auditDbOptions(cfg), application_name: 'dbward audit search' });
+  await client.connect();
+  return { client, done: () => client.end() };
 }
 
 function pgTarget(t: TargetConfig): PgTarget {

@@ -2,7 +2,7 @@
 // registry), so tests can run several daemons in one process.
 
 import client from 'prom-client';
-import type { SinkObserver } from '../audit/file-sink.js';
+import type { SinkObserver } from '../audit/events.js';
 
 /** The daemon's metrics; passed to the rooms that count things. */
 export class Metrics {
@@ -24,6 +24,10 @@ export class Metrics {
   });
   readonly auditBatch = new client.Gauge({ name: 'dbward_audit_last_batch_events', help: 'Events in the last group commit', registers: [this.registry] });
   readonly auditFailures = new client.Counter({ name: 'dbward_audit_write_failures_total', help: 'Failed audit writes', registers: [this.registry] });
+  readonly sinkEvents = new client.Counter({ name: 'dbward_audit_sink_events_total', help: 'Events a secondary audit sink delivered', labelNames: ['sink'], registers: [this.registry] });
+  readonly sinkFailures = new client.Counter({ name: 'dbward_audit_sink_failures_total', help: 'Failed deliveries of a secondary audit sink (retried)', labelNames: ['sink'], registers: [this.registry] });
+  readonly sinkQueue = new client.Gauge({ name: 'dbward_audit_sink_queue', help: 'Events waiting for a secondary audit sink', labelNames: ['sink'], registers: [this.registry] });
+  readonly sinkDropped = new client.Counter({ name: 'dbward_audit_sink_dropped_total', help: 'Events a secondary audit sink gave up on (queue full); the primary has them', labelNames: ['sink'], registers: [this.registry] });
   readonly policyRules = new client.Gauge({ name: 'dbward_policy_rules', help: 'Rules in the policy in force', registers: [this.registry] });
   readonly policyReloads = new client.Counter({ name: 'dbward_policy_reloads_total', help: 'Policy reloads; result=invalid left the previous policy in force', labelNames: ['result'], registers: [this.registry] });
   readonly authFailures = new client.Counter({ name: 'dbward_auth_failures_total', help: 'Failed session authentications by reason', labelNames: ['reason'], registers: [this.registry] });
@@ -37,6 +41,16 @@ export class Metrics {
 
   constructor() {
     client.collectDefaultMetrics({ register: this.registry, prefix: 'dbward_' });
+  }
+
+  /** An observer that feeds a secondary sink's metrics. */
+  sinkObserver(sink: string): SinkObserver {
+    return {
+      written: (n) => this.sinkEvents.inc({ sink }, n),
+      failed: () => this.sinkFailures.inc({ sink }),
+      queueDepth: (d) => this.sinkQueue.set({ sink }, d),
+      dropped: (n) => this.sinkDropped.inc({ sink }, n),
+    };
   }
 
   /** An observer that feeds the audit metrics. */

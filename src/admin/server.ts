@@ -14,10 +14,15 @@ export interface Readiness {
   warnings(): string[];
 }
 
+/** Handles a path the server itself does not; resolves false when the path is not its own. */
+export type AdminRoute = (req: http.IncomingMessage, res: http.ServerResponse, path: string) => Promise<boolean>;
+
 /** Starts the admin server; resolves to it and its bound port. */
-export async function startAdminServer(host: string, port: number, metrics: Metrics, readiness: Readiness): Promise<{ server: http.Server; port: number }> {
+export async function startAdminServer(
+  host: string, port: number, metrics: Metrics, readiness: Readiness, route: AdminRoute | null = null,
+): Promise<{ server: http.Server; port: number }> {
   const server = http.createServer((req, res) => {
-    void handle(req, res, metrics, readiness).catch(() => {
+    void handle(req, res, metrics, readiness, route).catch(() => {
       if (!res.headersSent) res.writeHead(500);
       res.end();
     });
@@ -29,7 +34,7 @@ export async function startAdminServer(host: string, port: number, metrics: Metr
   return { server, port: (server.address() as net.AddressInfo).port };
 }
 
-async function handle(req: http.IncomingMessage, res: http.ServerResponse, metrics: Metrics, readiness: Readiness): Promise<void> {
+async function handle(req: http.IncomingMessage, res: http.ServerResponse, metrics: Metrics, readiness: Readiness, route: AdminRoute | null): Promise<void> {
   const path = (req.url ?? '/').split('?')[0];
   if (req.method !== 'GET' && req.method !== 'HEAD') {
     res.writeHead(405, { allow: 'GET, HEAD' }).end();
@@ -43,7 +48,7 @@ async function handle(req: http.IncomingMessage, res: http.ServerResponse, metri
   } else if (path === '/readyz') {
     const problems = readiness.problems();
     json(res, problems.length === 0 ? 200 : 503, { status: problems.length === 0 ? 'ready' : 'not_ready', problems, warnings: readiness.warnings() });
-  } else {
+  } else if (!(route && await route(req, res, path ?? '/'))) {
     json(res, 404, { error: 'not found' });
   }
 }

@@ -118,7 +118,16 @@ export interface StatementFacts {
 
 /** What the analyzer made of a SQL string: facts per statement, or why it could not parse it. */
 export type Analysis =
-  | { ok: true; statements: StatementFacts[] }
+  | {
+    ok: true;
+    statements: StatementFacts[];
+    /**
+     * 16 hex digits shared by texts whose parse trees differ only in constants,
+     * option values and layout (white space, comments, keyword case): the audit
+     * trail's grouping key. Computed from the tree the analyzer already has.
+     */
+    fingerprint?: string;
+  }
   | { ok: false; error: string; /** 1-based character (code point) position of the error, as PostgreSQL reports it, when known. */ position?: number };
 
 /** The session state analysis needs. */

@@ -84,12 +84,14 @@ export interface AuthFailureEvent extends Base {
 export interface StatementEvent extends Base {
   type: 'statement';
   identity: IdentityRecord;
+  client: ClientRecord;
   target: TargetRecord;
   protocol: 'simple' | 'extended' | 'function_call';
-  statement: { text: string; name?: string; portal?: string; function_oid?: number };
+  /** The text is normalized (literals as $n) when `redacted`; `fingerprint` groups texts differing only in literals. */
+  statement: { text: string; redacted?: true; fingerprint?: string; name?: string; portal?: string; function_oid?: number };
   decision: { action: 'allow' | 'deny' | 'require_approval'; rules: string[]; default: boolean; message?: string; limit_rows?: number };
   /** What the parser found, per statement of the text (absent for fast-path calls recorded before analysis existed). */
-  facts?: { kinds: string[]; reads: string[]; writes: string[]; functions: string[]; flags: string[] }[];
+  facts?: { kinds: string[]; reads: string[]; writes: string[]; columns: string[]; functions: string[]; flags: string[] }[];
   /** Why the text could not be parsed. */
   analysis_error?: string;
 }
@@ -105,6 +107,33 @@ export interface StatementOutcomeEvent extends Base {
     sqlstate: string | null;
     duration_ms: number;
   };
+  /**
+   * The session's transaction the statement ran in. Its fate is the matching
+   * transaction_end event when there is one, else this outcome's own: ok
+   * committed (autocommit), otherwise rolled back.
+   */
+  txn: number;
+}
+
+/** The end of an explicit transaction block, or of an implicit one whose commit failed. */
+export interface TransactionEndEvent extends Base {
+  type: 'transaction_end';
+  txn: number;
+  /** prepared: PREPARE TRANSACTION (two-phase; COMMIT PREPARED runs later as its own statement). */
+  result: 'committed' | 'rolled_back' | 'prepared';
+  /** Statements the transaction ran through dbward. */
+  statements: number;
+}
+
+/** The policy was loaded at start or reloaded; session is '-'. */
+export interface PolicyReloadEvent extends Base {
+  type: 'policy_reload';
+  trigger: 'start' | 'watch' | 'SIGHUP';
+  result: 'applied' | 'invalid';
+  rules: number;
+  files: string[];
+  digest?: string;
+  error?: string;
 }
 
 export type AuditEvent =
@@ -113,7 +142,9 @@ export type AuditEvent =
   | SessionRefusedEvent
   | AuthFailureEvent
   | StatementEvent
-  | StatementOutcomeEvent;
+  | StatementOutcomeEvent
+  | TransactionEndEvent
+  | PolicyReloadEvent;
 
 /**
  * Where audit lines go. A line is one event serialized as JSON (its canonical
@@ -132,6 +163,31 @@ export interface AuditSink {
   readonly healthy: boolean;
   /** Writes what is queued and closes. */
   close(): Promise<void>;
+}
+
+/** Observes a sink for metrics; all optional. */
+export interface SinkObserver {
+  written?(lines: number, seconds: number): void;
+  failed?(err: Error): void;
+  queueDepth?(depth: number): void;
+  /** Lines a secondary sink gave up on (its queue overflowed). */
+  dropped?(lines: number): void;
+}
+
+/**
+ * A sink fed after the primary has written a line (NATS, or PostgreSQL when it
+ * is not the primary). It gets the sealed lines in chain order, holds them in a
+ * bounded queue and delivers them in the background: it never holds up a statement.
+ */
+export interface SecondarySink {
+  /** For logs and metric labels: `postgres`, `nats`. */
+  readonly name: string;
+  /** Takes sealed lines in chain order; never throws, never blocks. */
+  deliver(lines: readonly string[]): void;
+  /** False while deliveries fail (the sink retries). */
+  readonly healthy: boolean;
+  /** Delivers what is queued (waiting at most `timeoutMs`) and closes. */
+  close(timeoutMs?: number): Promise<void>;
 }
 
 /** Fields every event carries: id, microsecond timestamp, schema version. */

@@ -1,4 +1,8 @@
-// Append-only JSONL audit file.
+// Append-only JSONL audit files, sealed by the keyed chain (chain.ts) as lines
+// are written, and rotated by size and age: the active file is renamed to
+// `<stem>.<UTC time>.jsonl` beside it and a new one begun. The chain runs on
+// across rotations and restarts (a new process continues from the last line of
+// the newest file), so a set of files verifies as one trail.
 //
 // fsync 'none' (default): a committed line (a statement about to be forwarded)
 // is written with write() before commit() returns, together with every queued
@@ -13,14 +17,22 @@
 
 import fs from 'node:fs';
 import path from 'node:path';
-import type { AuditSink } from './events.js';
+import { Chain, fileHead, type ChainHead } from './chain.js';
+import type { AuditSink, SinkObserver } from './events.js';
 
-/** Observes the sink for metrics; all optional. */
-export interface SinkObserver {
-  written?(lines: number, seconds: number): void;
-  failed?(err: Error): void;
-  queueDepth?(depth: number): void;
+/** How a file sink writes. */
+export interface FileSinkOptions {
+  fsync: 'none' | 'batch';
+  /** The chain key; null writes lines unsealed (tests of the write path only). */
+  key?: Buffer | null;
+  /** Rotate once the active file would grow past this many bytes. */
+  rotateBytes?: number;
+  /** Rotate once the active file is this old; 0 never. */
+  rotateMs?: number;
+  /** Receives the sealed lines after each successful write (feeds secondary sinks). */
+  onWritten?: (lines: readonly string[]) => void;
 }
+
 
 interface Waiter {
   line: string;
@@ -43,17 +55,39 @@ export class FileAuditSink implements AuditSink {
   private scratch = Buffer.allocUnsafe(SCRATCH_BYTES);
   private readonly idle: (() => void)[] = [];
 
+  private readonly fsyncMode: 'none' | 'batch';
+  private readonly chain: Chain | null;
+  private readonly rotateBytes: number;
+  private readonly rotateMs: number;
+  private readonly onWritten: ((lines: readonly string[]) => void) | null;
+  /** Bytes in the active file, and when it was begun. */
+  private size = 0;
+  private openedAt = 0;
+  private written: ChainHead;
+
   constructor(
     readonly file: string,
-    private readonly fsyncMode: 'none' | 'batch',
+    options: FileSinkOptions,
     private readonly observer: SinkObserver = {},
   ) {
+    this.fsyncMode = options.fsync;
+    this.rotateBytes = options.rotateBytes ?? Number.MAX_SAFE_INTEGER;
+    this.rotateMs = options.rotateMs ?? 0;
+    this.onWritten = options.onWritten ?? null;
     fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o750 });
-    this.fd = fs.openSync(file, 'a', 0o640);
+    const head = options.key ? fileHead(file) ?? newestRotatedHead(file) : null;
+    this.chain = options.key ? new Chain(options.key, head) : null;
+    this.written = this.chain?.head ?? { seq: 0, mac: '' };
+    this.fd = this.openActive();
   }
 
   get healthy(): boolean {
     return this.ok;
+  }
+
+  /** The chain head of the last line on disk (what a head export may publish). */
+  get head(): ChainHead {
+    return this.written;
   }
 
   commit(line: string): void | Promise<void> {
@@ -118,22 +152,66 @@ export class FileAuditSink implements AuditSink {
   private writeQueuedSync(committed: string | null): void {
     const queued = this.lines;
     const started = performance.now();
+    const mark = this.chain?.head;
+    const sealed: string[] | null = this.onWritten ? [] : null;
     let len = 0;
-    for (let i = 0; i < queued.length; i++) len = this.encode(queued[i]!, len);
-    if (committed !== null) len = this.encode(committed, len);
+    for (let i = 0; i < queued.length; i++) len = this.encode(this.seal(queued[i]!, sealed), len);
+    if (committed !== null) len = this.encode(this.seal(committed, sealed), len);
     try {
+      this.rotateIfDue(len);
       writeAll(this.fd!, this.scratch, len);
     } catch (err) {
+      if (mark) this.chain!.rewind(mark);
       this.ok = false;
       this.observer.failed?.(err as Error);
       throw err;
     } finally {
       if (this.scratch.length > MAX_KEPT_SCRATCH) this.scratch = Buffer.allocUnsafe(SCRATCH_BYTES);
     }
+    this.size += len;
     const count = queued.length + (committed !== null ? 1 : 0);
     if (queued.length > 0) this.lines = [];
-    this.ok = true;
+    this.wrote(sealed);
     this.observer.written?.(count, (performance.now() - started) / 1000);
+  }
+
+  private seal(line: string, into: string[] | null): string {
+    const out = this.chain ? this.chain.seal(line) : line;
+    into?.push(out);
+    return out;
+  }
+
+  /** After a successful write: the head on disk moves, secondaries get the lines. */
+  private wrote(sealed: readonly string[] | null): void {
+    this.ok = true;
+    if (this.chain) this.written = this.chain.head;
+    if (sealed && sealed.length > 0) this.onWritten!(sealed);
+  }
+
+  /** Starts a new active file when `bytes` more would pass the size limit, or the active one is too old. */
+  private rotateIfDue(bytes: number): void {
+    if (this.size === 0) return;
+    const full = this.size + bytes > this.rotateBytes;
+    const old = this.rotateMs > 0 && Date.now() - this.openedAt >= this.rotateMs;
+    if (!full && !old) return;
+    fs.fsyncSync(this.fd!);
+    fs.closeSync(this.fd!);
+    this.fd = null;
+    try {
+      fs.renameSync(this.file, rotatedName(this.file, new Date()));
+    } finally {
+      // Renamed or not, writing goes on in a file named `this.file`.
+      this.fd = this.openActive();
+    }
+  }
+
+  private openActive(): number {
+    const fd = fs.openSync(this.file, 'a', 0o640);
+    const st = fs.fstatSync(fd);
+    this.size = st.size;
+    // An existing file's age counts from its creation; the filesystem may not record it (0), then from now.
+    this.openedAt = st.size > 0 && st.birthtimeMs > 0 ? st.birthtimeMs : Date.now();
+    return fd;
   }
 
   /** Appends `line` and a newline to the scratch buffer at `off`; returns the new end. */
@@ -168,24 +246,35 @@ export class FileAuditSink implements AuditSink {
       }
       return this.settleIdle();
     }
-    const buf = Buffer.from(this.lines.join('\n') + '\n');
-    const count = this.lines.length;
+    const group = this.lines;
+    const mark = this.chain?.head;
+    const sealed = group.map((l) => this.seal(l, null));
+    const buf = Buffer.from(sealed.join('\n') + '\n');
+    const count = group.length;
     const waiters = this.waiters;
     this.waiters = [];
     this.writing = true;
     const started = process.hrtime.bigint();
-    const group = this.lines;
     this.lines = [];
+    const failed = (err: Error): void => {
+      if (mark) this.chain!.rewind(mark);
+      this.writing = false;
+      this.requeueAppended(group, waiters);
+      this.batchDone(waiters, count, started, err);
+    };
+    try {
+      this.rotateIfDue(buf.length);
+    } catch (err) {
+      return failed(err as Error);
+    }
     fs.write(this.fd!, buf, 0, buf.length, null, (err, n) => {
-      if (err || n !== buf.length) {
-        this.writing = false;
-        this.requeueAppended(group, waiters);
-        return this.batchDone(waiters, count, started, err ?? new Error('short write to audit file'));
-      }
+      if (err || n !== buf.length) return failed(err ?? new Error('short write to audit file'));
+      this.size += buf.length;
       fs.fdatasync(this.fd!, (syncErr) => {
+        if (syncErr) return failed(syncErr);
         this.writing = false;
-        if (syncErr) this.requeueAppended(group, waiters);
-        this.batchDone(waiters, count, started, syncErr);
+        this.wrote(this.onWritten ? sealed : null);
+        this.batchDone(waiters, count, started, null);
       });
     });
   }
@@ -202,7 +291,6 @@ export class FileAuditSink implements AuditSink {
       this.observer.failed?.(err);
       for (const w of waiters) w.reject(err);
     } else {
-      this.ok = true;
       this.observer.written?.(count, Number(process.hrtime.bigint() - started) / 1e9);
       for (const w of waiters) w.resolve();
     }
@@ -222,6 +310,36 @@ const RETRY_MS = 100;
 const SCRATCH_BYTES = 64 * 1024;
 /** A scratch buffer grown past this (one huge statement) is not kept. */
 const MAX_KEPT_SCRATCH = 1024 * 1024;
+
+/** `dir/stem.jsonl` rotated at `at`: `dir/stem.20261124T101500123Z.jsonl` (sorts by time; a clash gets a counter). */
+export function rotatedName(active: string, at: Date): string {
+  const ext = path.extname(active);
+  const stem = active.slice(0, active.length - ext.length);
+  const stamp = at.toISOString().replace(/[-:.]/g, '');
+  let name = `${stem}.${stamp}${ext}`;
+  for (let n = 1; fs.existsSync(name); n++) name = `${stem}.${stamp}-${n}${ext}`;
+  return name;
+}
+
+/** The head of the newest rotated sibling of `active`, for an active file that was just rotated away. */
+function newestRotatedHead(active: string): ChainHead | null {
+  const ext = path.extname(active);
+  const stem = path.basename(active, ext);
+  const dir = path.dirname(active);
+  let names: string[];
+  try {
+    names = fs.readdirSync(dir).filter((n) => n.startsWith(`${stem}.`) && n.endsWith(ext) && n !== path.basename(active));
+  } catch {
+    return null;
+  }
+  // Timestamps sort lexically; the highest seq wins in case names were touched.
+  let best: ChainHead | null = null;
+  for (const n of names) {
+    const h = fileHead(path.join(dir, n));
+    if (h && (!best || h.seq > best.seq)) best = h;
+  }
+  return best;
+}
 
 function writeAll(fd: number, buf: Buffer, len: number): void {
   let off = 0;

@@ -6,7 +6,38 @@
 import { randomUUID } from 'node:crypto';
 import type { Analysis } from '../analysis/facts.js';
 import type { Decision } from '../policy/decide.js';
-import { type AuditEvent, type IdentityRecord, type StatementEvent, type StatementOutcomeEvent, type TargetRecord } from './events.js';
+import { type AuditEvent, type ClientRecord, type IdentityRecord, type StatementEvent, type StatementOutcomeEvent, type TargetRecord } from './events.js';
+
+/**
+ * How statement texts reach the trail: the normalized text (literals as $n)
+ * is recorded instead of a text that carries a secret, or of every text when
+ * configured; a text that does not parse is scrubbed.
+ */
+export interface StatementTexts {
+  /** The text with every literal replaced by $n; null when it cannot be normalized. */
+  normalize(text: string): string | null;
+  /** A best-effort scrub of credentials from a text that does not parse. */
+  scrub(text: string): string;
+  /** Record every text normalized (audit.redact_literals). */
+  redactLiterals: boolean;
+}
+
+/** Records texts as they are, without fingerprints (for tools and tests that need no parser). */
+export const PLAIN_TEXTS: StatementTexts = { normalize: () => null, scrub: (t) => t, redactLiterals: false };
+
+/**
+ * What a statement line says about a text, kept per analysis: the texts that
+ * share an analysis differ only in literals, so they share these too.
+ */
+interface TextFacts {
+  fingerprint: string | null;
+  /** Carries a credential: recorded normalized whatever the config says. */
+  secret: boolean;
+  /** Computed when first needed. */
+  normalized?: string;
+}
+
+const WITHHELD = '(text withheld: it carries a credential and could not be normalized)';
 
 /** Serializes any event (the general, slower path). */
 export function eventLine(event: AuditEvent): string {
@@ -18,29 +49,64 @@ export class SessionFragments {
   private readonly sessionJson: string;
   private readonly identityJson: string;
   private readonly targetJson: string;
+  private readonly clientJson: string;
   private readonly decisions = new WeakMap<Decision, string>();
   private readonly tags = new Map<string, string>();
 
-  constructor(readonly session: string, identity: IdentityRecord, target: TargetRecord) {
+  constructor(
+    readonly session: string,
+    identity: IdentityRecord,
+    target: TargetRecord,
+    client: ClientRecord,
+    private readonly texts: StatementTexts = PLAIN_TEXTS,
+  ) {
     this.sessionJson = JSON.stringify(session);
     this.identityJson = JSON.stringify(identity);
     this.targetJson = JSON.stringify(target);
+    this.clientJson = JSON.stringify(client);
   }
 
   /** The statement event line and its id. */
   statement(protocol: StatementEvent['protocol'], statement: StatementEvent['statement'], decision: Decision, analysis?: Analysis): { id: string; line: string } {
     const id = randomUUID();
     const line = `{"v":1,"id":"${id}","time":"${timeNow()}","session":${this.sessionJson},"type":"statement",`
-      + `"identity":${this.identityJson},"target":${this.targetJson},"protocol":"${protocol}",`
-      + `"statement":${statementJson(statement)},"decision":${this.decisionJson(decision)}${analysis ? analysisJson(analysis) : ''}}`;
+      + `"identity":${this.identityJson},"client":${this.clientJson},"target":${this.targetJson},"protocol":"${protocol}",`
+      + `"statement":${this.statementJson(statement, analysis)},"decision":${this.decisionJson(decision)}${analysis ? analysisJson(analysis) : ''}}`;
     return { id, line };
   }
 
   /** The outcome event line of a statement. */
-  outcome(statementId: string, outcome: StatementOutcomeEvent['outcome']): string {
+  outcome(statementId: string, outcome: StatementOutcomeEvent['outcome'], txn: number): string {
     return `{"v":1,"id":"${randomUUID()}","time":"${timeNow()}","session":${this.sessionJson},"type":"statement_outcome",`
       + `"statement_id":"${statementId}","outcome":{"status":"${outcome.status}","tags":${this.tagsJson(outcome.tags)},"rows":${outcome.rows},`
-      + `"sqlstate":${outcome.sqlstate === null ? 'null' : JSON.stringify(outcome.sqlstate)},"duration_ms":${numberJson(outcome.duration_ms)}}}`;
+      + `"sqlstate":${outcome.sqlstate === null ? 'null' : JSON.stringify(outcome.sqlstate)},"duration_ms":${numberJson(outcome.duration_ms)}},"txn":${txn}}`;
+  }
+
+  /** The statement record: the text (normalized when it must be), its fingerprint, and the protocol's names. */
+  private statementJson(statement: StatementEvent['statement'], analysis: Analysis | undefined): string {
+    let text = statement.text;
+    let extra = '';
+    if (analysis && !analysis.ok) {
+      // Denied, but still recorded: scrubbed of anything that looks like a credential.
+      const scrubbed = this.texts.scrub(text);
+      if (scrubbed !== text) {
+        text = scrubbed;
+        extra = ',"redacted":true';
+      }
+    } else if (analysis) {
+      const facts = textFacts(analysis);
+      if (facts.secret || this.texts.redactLiterals) {
+        // A secret that cannot be normalized is not recorded at all.
+        facts.normalized ??= this.texts.normalize(text) ?? WITHHELD;
+        text = facts.normalized;
+        extra = ',"redacted":true';
+      }
+      if (facts.fingerprint !== null) extra += `,"fingerprint":"${facts.fingerprint}"`;
+    }
+    const names = (statement.name !== undefined ? `,"name":${JSON.stringify(statement.name)}` : '')
+      + (statement.portal !== undefined ? `,"portal":${JSON.stringify(statement.portal)}` : '')
+      + (statement.function_oid !== undefined ? `,"function_oid":${statement.function_oid}` : '');
+    return `{"text":${JSON.stringify(text)}${extra}${names}}`;
   }
 
   /** The JSON of a tag list; a single tag's JSON is cached, as most statements of a session repeat a few tags. */
@@ -72,6 +138,17 @@ export class SessionFragments {
 
 const MAX_CACHED_TAGS = 64;
 
+const textFactsCache = new WeakMap<Analysis, TextFacts>();
+
+function textFacts(analysis: Analysis & { ok: true }): TextFacts {
+  let facts = textFactsCache.get(analysis);
+  if (facts === undefined) {
+    facts = { fingerprint: analysis.fingerprint ?? null, secret: analysis.statements.some((s) => s.secret === true) };
+    textFactsCache.set(analysis, facts);
+  }
+  return facts;
+}
+
 /** The facts part of a statement line, by analysis: analyses are shared through the analysis cache, so each is serialized once. */
 const analysisJsons = new WeakMap<Analysis, string>();
 
@@ -81,20 +158,14 @@ export function analysisJson(a: Analysis): string {
   if (json === undefined) {
     json = a.ok
       ? `,"facts":${JSON.stringify(a.statements.map((f) => ({
-        kinds: f.kinds, reads: f.reads.map((t) => t.name), writes: f.writes.map((t) => t.name), functions: f.functions, flags: f.flags,
+        kinds: f.kinds, reads: f.reads.map((t) => t.name), writes: f.writes.map((t) => t.name),
+        columns: [...new Set(f.columns.map((c) => (c.table === null ? c.column : `${c.table}.${c.column}`)))],
+        functions: f.functions, flags: f.flags,
       })))}`
       : `,"analysis_error":${JSON.stringify(a.error)}`;
     analysisJsons.set(a, json);
   }
   return json;
-}
-
-/** JSON of a statement record; a simple-protocol one (text only) without JSON.stringify's walk over an object. */
-function statementJson(statement: StatementEvent['statement']): string {
-  if (statement.name === undefined && statement.portal === undefined && statement.function_oid === undefined) {
-    return `{"text":${JSON.stringify(statement.text)}}`;
-  }
-  return JSON.stringify(statement);
 }
 
 /**

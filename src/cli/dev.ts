@@ -48,8 +48,13 @@ export async function runDev(opts: { port: number; adminPort: number; idpPort: n
       verifier: resolveIdentityConfig({ issuer: idp.issuer, audience: 'dbward', kind: { claim: 'dbward_kind', agentClients: [AGENT_CLIENT.id] } }),
       expiryGraceSec: 0,
     },
-    audit: { file: { path: path.join(stateDir, 'audit', 'dbward.jsonl'), fsync: 'none' } },
-    admin: { host: '127.0.0.1', port: opts.adminPort },
+    audit: {
+      primary: 'file', node: 'dev', redactLiterals: false,
+      chain: { key: { generate: path.join(stateDir, 'audit', 'chain.key') }, headFile: path.join(stateDir, 'audit-head.json'), headIntervalMs: 1000 },
+      file: { path: path.join(stateDir, 'audit', 'dbward.jsonl'), fsync: 'none', rotateBytes: 268_435_456, rotateMs: 0 },
+      postgres: null, nats: null,
+    },
+    admin: { host: '127.0.0.1', port: opts.adminPort, auditGroups: ['dba'] },
     limits: { maxMessageBytes: 128 * 1024 * 1024, maxStartupBytes: 10_000, startupTimeoutMs: 10_000 },
     log: { level: 'info' },
     shutdown: { drainTimeoutMs: 5_000 },
@@ -72,7 +77,7 @@ export async function runDev(opts: { port: number; adminPort: number; idpPort: n
   const tokenFile = path.join(stateDir, 'alice.token');
   fs.mkdirSync(stateDir, { recursive: true, mode: 0o700 });
   fs.writeFileSync(tokenFile, `${token}\n`, { mode: 0o600 });
-  process.stderr.write(readyText(daemon, idp, { user, token, tokenFile, tls: Boolean(cert), audit: config.audit.file.path }));
+  process.stderr.write(readyText(daemon, idp, { user, token, tokenFile, tls: Boolean(cert), audit: config.audit.file!.path }));
   return Object.assign(daemon, { onStop: async () => { await Promise.all([db.stop(), idp.close()]); } });
 }
 

@@ -19,6 +19,8 @@ Usage:
                                   token for a service or agent (secret in DBWARD_CLIENT_SECRET)
   dbward policy check|test|explain ...
                                   lint policies, run policy test cases, explain a decision
+  dbward audit verify|search|session|tail ...
+                                  verify the audit trail's chain, search it, follow it
   dbward --version
 
 Signals: SIGTERM/SIGINT drain sessions (up to shutdown.drain_timeout_ms) and exit;
@@ -67,6 +69,10 @@ async function main(argv: string[]): Promise<number> {
   if (command === 'policy') {
     const { policyCommand } = await import('./policy.js');
     return policyCommand(rest);
+  }
+  if (command === 'audit') {
+    const { auditCommand } = await import('./audit.js');
+    return auditCommand(rest);
   }
   if (command === 'login' || command === 'token') {
     // Loaded only here: the daemon never needs the OIDC client side.

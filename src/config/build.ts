@@ -1,9 +1,10 @@
 // Turns schema-valid YAML data (snake_case) into the camelCase Config: cross-field checks
 // the schema cannot express, defaults, and paths resolved against the config file.
+import { hostname } from 'node:os';
 import path from 'node:path';
 import { resolveIdentityConfig } from '../identity/types.js';
 import { isLoopbackHost } from '../identity/verifier.js';
-import type { Config, IdentitySettings, ListenerConfig, SecretRef, TargetConfig } from './types.js';
+import type { AuditConfig, Config, IdentitySettings, PostgresAuditConfig, ListenerConfig, SecretRef, TargetConfig } from './types.js';
 import { fieldPath, type Locator, type PathSegment } from './locate.js';
 import type { SchemaProblem } from './schema.js';
 
@@ -47,13 +48,26 @@ interface RawIdentity {
   expiry_grace_sec?: number;
 }
 
+interface RawAudit {
+  primary?: AuditConfig['primary'];
+  node?: string;
+  redact_literals?: boolean;
+  chain?: { key?: { env?: string; file?: string }; head_file?: string; head_interval_ms?: number };
+  file?: { path?: string; fsync?: 'none' | 'batch'; rotate_bytes?: number; rotate_hours?: number };
+  postgres?: {
+    host: string; port?: number; database?: string; user: string; password?: { env?: string; file?: string };
+    tls?: { mode?: PostgresAuditConfig['tls']['mode']; ca?: string }; table?: string; max_queue?: number;
+  };
+  nats?: { servers?: string[]; stream?: string; subject?: string; credentials?: string; max_queue?: number };
+}
+
 export interface RawConfig {
   listeners: RawListener[];
   targets: RawTarget[];
   identity: RawIdentity;
   policy: { path: string | string[]; watch?: boolean };
-  audit?: { file?: { path?: string; fsync?: 'none' | 'batch' } };
-  admin?: { host?: string; port?: number | null };
+  audit?: RawAudit;
+  admin?: { host?: string; port?: number | null; audit_groups?: string[] };
   limits?: { max_message_bytes?: number; max_startup_bytes?: number; startup_timeout_ms?: number };
   log?: { level?: Config['log']['level'] };
   shutdown?: { drain_timeout_ms?: number };
@@ -119,6 +133,14 @@ export function crossFieldProblems(data: unknown, locate: Locator): SchemaProble
       report(['targets', i, 'default_role'], 'has no effect without roles; remove it or add roles');
     }
   });
+  const audit = (data as Record<string, unknown> | null)?.audit as Record<string, unknown> | undefined;
+  if (audit?.primary === 'postgres' && audit.postgres === undefined) report(['audit', 'primary'], 'is postgres but there is no audit.postgres section');
+  if (audit?.primary === 'postgres' && audit.file !== undefined) report(['audit', 'file'], 'is only used as the primary sink; remove it or set primary: file');
+  if (audit?.primary === 'none') {
+    for (const s of ['postgres', 'nats'] as const) if (audit[s] !== undefined) report(['audit', s], 'has nothing to receive while audit.primary is none');
+  }
+  const auditTls = (audit?.postgres as Record<string, unknown> | undefined)?.tls as Record<string, unknown> | undefined;
+  if (auditTls?.ca !== undefined && auditTls.mode !== 'verify-full') report(['audit', 'postgres', 'tls', 'ca'], 'is only used with mode verify-full');
   if (identity && typeof identity.issuer === 'string') {
     let url: URL | undefined;
     try { url = new URL(identity.issuer); } catch { report(['identity', 'issuer'], 'is not a URL'); }
@@ -173,14 +195,13 @@ export function buildConfig(raw: RawConfig, source: string): Config {
     targets,
     identity: identitySettings(raw.identity),
     policy: { paths: (Array.isArray(raw.policy.path) ? raw.policy.path : [raw.policy.path]).map(rel), watch: raw.policy.watch ?? true },
-    audit: {
-      file: {
-        path: rel(raw.audit?.file?.path ?? 'audit/dbward.jsonl'),
-        fsync: raw.audit?.file?.fsync ?? 'none',
-      },
-    },
+    audit: auditConfig(raw.audit ?? {}, rel),
     // `port: null` must survive as null (admin disabled), so only a missing key gets the default.
-    admin: { host: raw.admin?.host ?? '127.0.0.1', port: raw.admin?.port === undefined ? 6480 : raw.admin.port },
+    admin: {
+      host: raw.admin?.host ?? '127.0.0.1',
+      port: raw.admin?.port === undefined ? 6480 : raw.admin.port,
+      auditGroups: raw.admin?.audit_groups ?? ['dbward-auditors'],
+    },
     limits: {
       maxMessageBytes: raw.limits?.max_message_bytes ?? 134_217_728,
       maxStartupBytes: raw.limits?.max_startup_bytes ?? 10_000,
@@ -188,6 +209,43 @@ export function buildConfig(raw: RawConfig, source: string): Config {
     },
     log: { level: raw.log?.level ?? 'info' },
     shutdown: { drainTimeoutMs: raw.shutdown?.drain_timeout_ms ?? 30_000 },
+  };
+}
+
+function auditConfig(raw: RawAudit, rel: (p: string) => string): AuditConfig {
+  const primary = raw.primary ?? 'file';
+  const f = raw.file ?? (primary === 'postgres' ? null : {});
+  const pg = raw.postgres;
+  const key = raw.chain?.key;
+  return {
+    primary,
+    node: raw.node ?? hostname(),
+    redactLiterals: raw.redact_literals ?? false,
+    chain: {
+      key: key?.env !== undefined ? { env: key.env } : key?.file !== undefined ? { file: rel(key.file) } : { generate: rel('audit/chain.key') },
+      headFile: raw.chain?.head_file !== undefined ? rel(raw.chain.head_file) : null,
+      headIntervalMs: raw.chain?.head_interval_ms ?? 1000,
+    },
+    file: f === null ? null : {
+      path: rel(f.path ?? 'audit/dbward.jsonl'),
+      fsync: f.fsync ?? 'none',
+      rotateBytes: f.rotate_bytes ?? 268_435_456,
+      rotateMs: Math.round((f.rotate_hours ?? 24) * 3_600_000),
+    },
+    postgres: pg === undefined ? null : {
+      host: pg.host, port: pg.port ?? 5432, database: pg.database ?? 'postgres', user: pg.user,
+      password: secretRef(pg.password, rel),
+      tls: { mode: pg.tls?.mode ?? 'disable', ...(pg.tls?.ca !== undefined && { ca: rel(pg.tls.ca) }) },
+      table: pg.table ?? 'dbward_audit',
+      maxQueue: pg.max_queue ?? 100_000,
+    },
+    nats: raw.nats === undefined ? null : {
+      servers: raw.nats.servers ?? ['nats://127.0.0.1:4222'],
+      stream: raw.nats.stream ?? 'DBWARD_AUDIT',
+      subject: raw.nats.subject ?? 'dbward.audit',
+      credentials: raw.nats.credentials !== undefined ? rel(raw.nats.credentials) : null,
+      maxQueue: raw.nats.max_queue ?? 100_000,
+    },
   };
 }
 
@@ -214,7 +272,7 @@ function identitySettings(raw: RawIdentity): IdentitySettings {
   };
 }
 
-function secretRef(p: RawTarget['password'], rel: (p: string) => string): SecretRef {
+function secretRef(p: { env?: string; file?: string } | undefined, rel: (p: string) => string): SecretRef {
   if (p?.env !== undefined) return { env: p.env };
   // Secret files follow the same rule as every other path in the file: relative to the config.
   if (p?.file !== undefined) return { file: rel(p.file) };

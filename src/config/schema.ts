@@ -63,15 +63,18 @@ export function translateAjvError(e: ErrorObject, locate: Locator, wording: Sche
   }
 }
 
+/** Fields that hold a { env } | { file } secret reference (their values are never echoed). */
+const SECRET_REFS = new Set(['targets.[].password', 'audit.chain.key', 'audit.postgres.password']);
+
 function describeError(e: ErrorObject, at: PathSegment[]): string {
   const p = e.params as Record<string, unknown>;
-  const isPassword = at.length === 3 && at[0] === 'targets' && at[2] === 'password';
+  const isPassword = SECRET_REFS.has(at.map((s) => (typeof s === 'number' ? '[]' : s)).join('.'));
   switch (e.keyword) {
     case 'type':
       if (isPassword) {
         // Never echo the value: it is probably the password.
         return e.data !== null && typeof e.data !== 'object'
-          ? 'a literal password is not allowed; use { env: NAME } or { file: PATH }'
+          ? `a literal ${at[at.length - 1] === 'key' ? 'key' : 'password'} is not allowed; use { env: NAME } or { file: PATH }`
           : 'must be { env: NAME } or { file: PATH }';
       }
       return `must be ${String(p.type).split(',').map(article).join(' or ')} (got ${kindOf(e.data)})`;

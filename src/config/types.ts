@@ -61,21 +61,59 @@ export type IdentitySettings =
   | { mode: 'unverified' }
   | { mode: 'oidc'; verifier: IdentityConfig; expiryGraceSec: number };
 
-/** The append-only JSONL audit sink. */
+/** The append-only JSONL audit files. */
 export interface FileAuditConfig {
   path: string;
   /** none: write() before forwarding (survives a process crash); batch: fdatasync each group commit. */
   fsync: 'none' | 'batch';
+  rotateBytes: number;
+  /** 0: never rotate by age. */
+  rotateMs: number;
+}
+
+/** The shared PostgreSQL audit table. */
+export interface PostgresAuditConfig {
+  host: string;
+  port: number;
+  database: string;
+  user: string;
+  password: SecretRef;
+  tls: { mode: 'disable' | 'require' | 'verify-full'; ca?: string };
+  table: string;
+  maxQueue: number;
+}
+
+/** The NATS JetStream audit stream. */
+export interface NatsAuditConfig {
+  servers: string[];
+  stream: string;
+  subject: string;
+  credentials: string | null;
+  maxQueue: number;
 }
 
 export interface AuditConfig {
-  file: FileAuditConfig;
+  primary: 'file' | 'postgres' | 'none';
+  node: string;
+  redactLiterals: boolean;
+  chain: {
+    /** Where the HMAC key comes from; `generate` is a key file dbward creates when missing. */
+    key: { env: string } | { file: string } | { generate: string };
+    headFile: string | null;
+    headIntervalMs: number;
+  };
+  /** Null when the primary is postgres and no file section was given. */
+  file: FileAuditConfig | null;
+  postgres: PostgresAuditConfig | null;
+  nats: NatsAuditConfig | null;
 }
 
 export interface AdminConfig {
   host: string;
   /** 0 picks a free port; null disables the admin server. */
   port: number | null;
+  /** Groups whose members may search the audit trail over HTTP. */
+  auditGroups: string[];
 }
 
 export interface LimitsConfig {

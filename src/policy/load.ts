@@ -2,6 +2,7 @@
 // with positions, validate against schemas/policy.schema.json, compile. Every stage
 // collects all of its problems, so one run shows everything to fix.
 
+import { createHash } from 'node:crypto';
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { isMap, isScalar, isSeq, LineCounter, parseDocument } from 'yaml';
@@ -28,20 +29,29 @@ export class PolicyError extends Error {
 }
 
 /** A loaded policy: decides statements, and says how many rules from which files. */
-export type LoadedPolicy = CompiledPolicyEngine;
+export type LoadedPolicy = CompiledPolicyEngine & { origin: PolicyOrigin };
+
+/** Which files a policy came from, and a digest of them, for the audit trail. */
+export interface PolicyOrigin {
+  files: string[];
+  /** SHA-256 over each file's name and contents, in load order. */
+  digest: string;
+}
 
 /** Loads policy files and directories (their *.yaml and *.yml, except *.cases.yaml); throws PolicyError listing every problem. */
 export function loadPolicy(paths: string[]): LoadedPolicy {
-  const { policy, problems } = compilePolicyFiles(paths);
+  const { policy, problems, origin } = compilePolicyFiles(paths);
   if (problems.length > 0) throw new PolicyError(problems);
-  return new CompiledPolicyEngine(policy);
+  return Object.assign(new CompiledPolicyEngine(policy), { origin });
 }
 
 /** Builds a policy from in-memory texts (tests, and `policy test` with inline policies); throws PolicyError. */
 export function policyFromTexts(files: { file: string; text: string }[]): LoadedPolicy {
   const sources: PolicySource[] = [];
   const problems: ConfigProblem[] = [];
+  const digest = createHash('sha256');
   for (const f of files) {
+    digest.update(`${f.file}\0${f.text}\0`);
     const r = parsePolicyText(f.text, f.file);
     problems.push(...r.problems);
     if (r.source) sources.push(r.source);
@@ -49,13 +59,14 @@ export function policyFromTexts(files: { file: string; text: string }[]): Loaded
   const compiled = compilePolicy(sources);
   problems.push(...compiled.problems);
   if (problems.length > 0) throw new PolicyError(sortProblems(problems));
-  return new CompiledPolicyEngine(compiled.policy);
+  return Object.assign(new CompiledPolicyEngine(compiled.policy), { origin: { files: files.map((f) => f.file), digest: digest.digest('hex') } });
 }
 
 /** Reads, validates and compiles; returns the policy so far and the problems that stop a load. */
-export function compilePolicyFiles(paths: string[]): { policy: CompiledPolicy; sources: PolicySource[]; problems: ConfigProblem[] } {
+export function compilePolicyFiles(paths: string[]): { policy: CompiledPolicy; sources: PolicySource[]; problems: ConfigProblem[]; origin: PolicyOrigin } {
   const { files, problems } = policyFiles(paths);
   const sources: PolicySource[] = [];
+  const digest = createHash('sha256');
   for (const file of files) {
     let text: string;
     try {
@@ -64,12 +75,13 @@ export function compilePolicyFiles(paths: string[]): { policy: CompiledPolicy; s
       problems.push({ file, line: 0, column: 0, field: '', message: `cannot read policy file (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})` });
       continue;
     }
+    digest.update(`${file}\0${text}\0`);
     const r = parsePolicyText(text, file);
     problems.push(...r.problems);
     if (r.source) sources.push(r.source);
   }
   const compiled = compilePolicy(sources);
-  return { policy: compiled.policy, sources, problems: sortProblems([...problems, ...compiled.problems]) };
+  return { policy: compiled.policy, sources, problems: sortProblems([...problems, ...compiled.problems]), origin: { files, digest: digest.digest('hex') } };
 }
 
 /** Cases files sit next to the policies they test and are not policies themselves. */

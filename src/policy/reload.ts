@@ -5,15 +5,26 @@
 import fs from 'node:fs';
 import type { Logger } from 'pino';
 import type { Metrics } from '../admin/metrics.js';
-import type { PolicyEngine } from './decide.js';
-import { loadPolicy } from './load.js';
+import { loadPolicy, type LoadedPolicy } from './load.js';
+
+/** A load or reload, as the audit trail records it. */
+export interface PolicyLoad {
+  trigger: 'start' | 'watch' | 'SIGHUP';
+  result: 'applied' | 'invalid';
+  rules: number;
+  files: string[];
+  digest?: string;
+  error?: string;
+}
 
 /** Quiet time after the last file event before reloading (editors write in several steps). */
 const SETTLE_MS = 150;
 
 /** Holds the current policy engine for every session; sessions read `current` per statement. */
 export class PolicyHolder {
-  current: PolicyEngine;
+  current: LoadedPolicy;
+  /** Told of every reload (the daemon records it in the audit trail). */
+  onLoad: ((load: PolicyLoad) => void) | null = null;
   /** Why the last reload failed, while the old policy stays in force; null after a good load. */
   problem: string | null = null;
   private watchers: fs.FSWatcher[] = [];
@@ -28,7 +39,7 @@ export class PolicyHolder {
   }
 
   /** Loads the files again; on failure keeps the current policy and records why. Returns whether the new policy is in force. */
-  reload(reason: string): boolean {
+  reload(reason: 'watch' | 'SIGHUP'): boolean {
     try {
       const loaded = loadPolicy(this.paths);
       this.current = loaded;
@@ -36,13 +47,21 @@ export class PolicyHolder {
       this.metrics.policyReloads.inc({ result: 'ok' });
       this.metrics.policyRules.set(loaded.ruleCount);
       this.log.info({ reason, rules: loaded.ruleCount }, 'policy reloaded');
+      this.onLoad?.({ trigger: reason, ...this.describe('applied') });
       return true;
     } catch (err) {
       this.problem = (err as Error).message;
       this.metrics.policyReloads.inc({ result: 'invalid' });
       this.log.error({ reason, problems: this.problem }, 'new policy is invalid; the previous policy stays in force');
+      this.onLoad?.({ trigger: reason, ...this.describe('invalid'), error: this.problem.slice(0, 2000) });
       return false;
     }
+  }
+
+  /** The policy in force, as a PolicyLoad records it. */
+  describe(result: PolicyLoad['result']): Omit<PolicyLoad, 'trigger'> {
+    const { files, digest } = this.current.origin;
+    return { result, rules: this.current.ruleCount, files, digest };
   }
 
   /** Reloads whenever a policy file or directory changes. */
@@ -67,7 +86,7 @@ export class PolicyHolder {
 
   private schedule(): void {
     clearTimeout(this.timer);
-    this.timer = setTimeout(() => this.reload('file change'), SETTLE_MS);
+    this.timer = setTimeout(() => this.reload('watch'), SETTLE_MS);
     this.timer.unref();
   }
 }

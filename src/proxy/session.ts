@@ -6,7 +6,7 @@ import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Metrics } from '../admin/metrics.js';
 import { eventBase, type AuditEvent, type AuditSink, type ClientRecord, type IdentityRecord, type StatementOutcomeEvent, type TargetRecord } from '../audit/events.js';
-import { eventLine, SessionFragments } from '../audit/serialize.js';
+import { eventLine, SessionFragments, type StatementTexts } from '../audit/serialize.js';
 import { dependsOnSession, type AnalysisCache } from '../analysis/cache.js';
 import { fastPathAnalysis } from '../analysis/fast-path.js';
 import type { Analysis } from '../analysis/facts.js';
@@ -44,6 +44,8 @@ export interface PipelineDeps {
   /** Statement analysis with its cache, shared by the daemon's sessions. */
   analysis: AnalysisCache;
   audit: AuditSink;
+  /** Fingerprints and redaction for statement texts in the trail; plain texts when absent. */
+  texts?: StatementTexts;
   metrics: Metrics;
   log: Logger;
 }
@@ -62,6 +64,8 @@ const MAX_RULINGS = 512;
 export interface Admission {
   eventId: string;
   startedNs: bigint;
+  /** The session's transaction number the statement runs in. */
+  txn: number;
 }
 
 export type Outcome = StatementOutcomeEvent['outcome'];
@@ -83,6 +87,14 @@ export class SessionPipeline {
   private readonly rulings = new Map<string, Ruling>();
   private rulingsEngine: PolicyEngine | null = null;
   private rulingsVersion = -1;
+  /** The transaction statements now run in: numbered per session; an idle session's next statement starts the next one. */
+  private txn = 1;
+  private txnStatements = 0;
+  /** An explicit block (BEGIN...): the server reported T or E since the last idle ReadyForQuery. */
+  private txnBlock = false;
+  private txnAborted = false;
+  private lastTag: string | null = null;
+  private lastFailed = false;
 
   constructor(
     private readonly deps: PipelineDeps,
@@ -96,7 +108,7 @@ export class SessionPipeline {
   ) {
     this.identityRecord = identityRecord(identity, role);
     this.targetRecord = { name: target.name, engine: target.engine, database: target.database, environment: target.environment };
-    this.fragments = new SessionFragments(this.id, this.identityRecord, this.targetRecord);
+    this.fragments = new SessionFragments(this.id, this.identityRecord, this.targetRecord, client, deps.texts);
   }
 
   /** Records the session start; the session may not run statements unless this resolves. */
@@ -164,17 +176,61 @@ export class SessionPipeline {
     } catch (error) {
       return this.auditFailed(error as Error);
     }
-    if (!pending) return { eventId: id, startedNs: process.hrtime.bigint() };
-    return pending.then(() => ({ eventId: id, startedNs: process.hrtime.bigint() }), (error: Error) => this.auditFailed(error));
+    const txn = this.txn;
+    this.txnStatements++;
+    if (!pending) return { eventId: id, startedNs: process.hrtime.bigint(), txn };
+    return pending.then(() => ({ eventId: id, startedNs: process.hrtime.bigint(), txn }), (error: Error) => this.auditFailed(error));
   }
 
   /** Appends the outcome of an admitted statement. */
   complete(admission: Admission, outcome: Omit<Outcome, 'duration_ms'>): void {
     const durationMs = Number(process.hrtime.bigint() - admission.startedNs) / 1e6;
+    if (admission.txn === this.txn) {
+      this.lastFailed = outcome.status !== 'ok';
+      if (outcome.tags.length > 0) this.lastTag = outcome.tags[outcome.tags.length - 1]!;
+    }
     // A literal, not a spread: a spread takes V8's slow path and defeats the serializer's inline caches.
     this.safeAppend(this.fragments.outcome(admission.eventId, {
       status: outcome.status, tags: outcome.tags, rows: outcome.rows, sqlstate: outcome.sqlstate, duration_ms: Math.round(durationMs * 1000) / 1000,
-    }));
+    }, admission.txn));
+  }
+
+  /**
+   * The server is ready for the next request, in transaction state `status`
+   * (I idle, T in a block, E in a failed block). Ends the current transaction
+   * when the session is idle again. A transaction_end event is recorded for an
+   * explicit block, and for an implicit one whose commit failed (`syncFailed`);
+   * otherwise a statement's own outcome says it: ok committed, error rolled back.
+   */
+  ready(status: 'I' | 'T' | 'E', syncFailed: boolean): void {
+    if (status !== 'I') {
+      this.txnBlock = true;
+      // ROLLBACK TO SAVEPOINT brings a failed block back to T.
+      this.txnAborted = status === 'E';
+      return;
+    }
+    if (this.txnStatements === 0 && !this.txnBlock) return;
+    if (this.txnBlock || syncFailed) {
+      const result = this.lastTag === 'PREPARE TRANSACTION' && !this.lastFailed ? 'prepared'
+        : this.txnAborted || syncFailed || this.lastFailed || this.lastTag === 'ROLLBACK' ? 'rolled_back' : 'committed';
+      this.transactionEnd(result);
+    }
+    this.nextTransaction();
+  }
+
+  private transactionEnd(result: 'committed' | 'rolled_back' | 'prepared'): void {
+    this.safeAppend(eventLine({
+      ...eventBase(this.id), type: 'transaction_end', txn: this.txn, result, statements: this.txnStatements,
+    } satisfies AuditEvent));
+  }
+
+  private nextTransaction(): void {
+    this.txn++;
+    this.txnStatements = 0;
+    this.txnBlock = false;
+    this.txnAborted = false;
+    this.lastTag = null;
+    this.lastFailed = false;
   }
 
   /** Names why the session is about to end, overriding what the protocol layer will report (e.g. token_expired). */
@@ -188,6 +244,8 @@ export class SessionPipeline {
     this.ended = true;
     reason = this.endReason ?? reason;
     if (this.started) this.deps.metrics.sessionsActive.dec({ engine: 'postgres' });
+    // The server rolls back a block left open when its connection ends.
+    if (this.txnBlock) this.transactionEnd('rolled_back');
     this.deps.metrics.sessionsTotal.inc({ engine: 'postgres', result: reason });
     this.safeAppend(eventLine({
       ...eventBase(this.id), type: 'session_end', identity: this.identityRecord, reason,

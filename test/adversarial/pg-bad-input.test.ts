@@ -270,7 +270,7 @@ describe('audit store that cannot be written', () => {
       const r = await psql(conninfo(t.port), ['-c', 'SELECT 1']);
       expect(r.code).not.toBe(0);
       expect(r.stderr).toContain('audit trail cannot be written');
-      expect(t.daemon.audit.healthy).toBe(false);
+      expect(t.daemon.audit.sink.healthy).toBe(false);
     } finally {
       await t.stop().catch(() => undefined);
     }

@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { pino } from 'pino';
-import type { Config, IdentitySettings, ListenerConfig, TargetConfig } from '../../src/config/types.js';
+import type { AuditConfig, Config, IdentitySettings, ListenerConfig, TargetConfig } from '../../src/config/types.js';
 import { startDaemon, type Daemon } from '../../src/daemon.js';
 import type { VerifierOptions } from '../../src/identity/verifier.js';
 import { PG } from './services.js';
@@ -50,6 +50,10 @@ export async function startTestDaemon(opts: {
   policy?: string;
   /** Policy files or directories to load instead of `policy`. */
   policyPaths?: string[];
+  /** Groups allowed to search the trail over HTTP. */
+  auditGroups?: string[];
+  /** The audit section, given the audit file path (default: testAuditConfig). */
+  audit?: (file: string) => AuditConfig;
 } = {}): Promise<TestDaemon> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dbward-test-'));
   const auditPath = opts.auditPath ?? path.join(dir, 'audit.jsonl');
@@ -61,8 +65,8 @@ export async function startTestDaemon(opts: {
     targets: opts.targets ?? [pgTarget()],
     identity: opts.identity ?? { mode: 'unverified' },
     policy: { paths: opts.policyPaths ?? [policyPath], watch: false },
-    audit: { file: { path: auditPath, fsync: 'none' } },
-    admin: { host: '127.0.0.1', port: 0 },
+    audit: opts.audit ? opts.audit(auditPath) : testAuditConfig(auditPath, dir),
+    admin: { host: '127.0.0.1', port: 0, auditGroups: opts.auditGroups ?? ['dbward-auditors'] },
     limits: { maxMessageBytes: 64 * 1024 * 1024, maxStartupBytes: 10_000, startupTimeoutMs: 5_000, ...opts.limits },
     log: { level: 'silent' },
     shutdown: { drainTimeoutMs: opts.drainTimeoutMs ?? 2_000 },
@@ -74,6 +78,17 @@ export async function startTestDaemon(opts: {
     auditPath,
     audit: () => fs.readFileSync(auditPath, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l)),
     stop: () => daemon.stop(),
+  };
+}
+
+/** The audit section tests use: the file sink at `file`, a generated chain key in `dir`. */
+export function testAuditConfig(file: string, dir: string, overrides: Partial<AuditConfig> = {}): AuditConfig {
+  return {
+    primary: 'file', node: 'test', redactLiterals: false,
+    chain: { key: { generate: path.join(dir, 'chain.key') }, headFile: null, headIntervalMs: 1000 },
+    file: { path: file, fsync: 'none', rotateBytes: 268_435_456, rotateMs: 0 },
+    postgres: null, nats: null,
+    ...overrides,
   };
 }
 

@@ -25,6 +25,9 @@ it('writes schema-valid events for sessions, statements, outcomes and refusals',
   await c.query('SELECT 1');
   await c.query('SELECT $1::text', ['x']);
   await c.query('SELECT nope').catch(() => undefined);
+  await c.query('BEGIN');
+  await c.query('SELECT 2');
+  await c.query('COMMIT');
   await c.end();
   const refused = new pg.Client({ host: '127.0.0.1', port: d.port, database: 'down', user: 'auditor' });
   await refused.connect().catch(() => undefined);
@@ -34,7 +37,7 @@ it('writes schema-valid events for sessions, statements, outcomes and refusals',
   const validate = new Ajv({ allErrors: true }).compile(schema);
   const events = d.audit();
   for (const e of events) expect(validate(e), JSON.stringify(validate.errors)).toBe(true);
-  expect(new Set(events.map((e) => e.type))).toEqual(new Set(['session_start', 'statement', 'statement_outcome', 'session_end', 'session_refused']));
+  expect(new Set(events.map((e) => e.type))).toEqual(new Set(['policy_reload', 'session_start', 'statement', 'statement_outcome', 'transaction_end', 'session_end', 'session_refused']));
 
   const position = new Map(events.map((e, i) => [e.id, i]));
   for (const o of events.filter((e) => e.type === 'statement_outcome')) {
@@ -43,4 +46,7 @@ it('writes schema-valid events for sessions, statements, outcomes and refusals',
   const failed = events.find((e) => e.type === 'statement' && e.statement.text === 'SELECT nope')!;
   expect(events.find((e) => e.statement_id === failed.id)!.outcome).toMatchObject({ status: 'error', sqlstate: '42703' });
   expect(validate({ ...failed, extra: 1 })).toBe(false);
+  // Every line is sealed into the chain, and the statement event names the client.
+  expect(events.every((e, i) => e.chain?.seq === i + 1)).toBe(true);
+  expect(failed.client).toMatchObject({ address: '127.0.0.1', application: 'audit-test', tls: false });
 });

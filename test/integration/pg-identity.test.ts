@@ -329,6 +329,6 @@ it('every event written above validates against the published audit schema', asy
   const schema = JSON.parse(fs.readFileSync(new URL('../../schemas/audit-event.schema.json', import.meta.url), 'utf8'));
   const validate = new Ajv({ allErrors: true }).compile(schema);
   const events = d.audit();
-  expect(new Set(events.map((e) => e.type))).toEqual(new Set(['session_start', 'statement', 'statement_outcome', 'session_end', 'auth_failure', 'session_refused']));
+  expect(new Set(events.map((e) => e.type))).toEqual(new Set(['policy_reload', 'session_start', 'statement', 'statement_outcome', 'session_end', 'auth_failure', 'session_refused']));
   for (const e of events) expect(validate(e) ? null : { type: (e as { type: string }).type, errors: validate.errors }).toBeNull();
 });

@@ -5,7 +5,8 @@ import fs from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { FileAuditSink, type SinkObserver } from '../../src/audit/file-sink.js';
+import { FileAuditSink } from '../../src/audit/file-sink.js';
+import type { SinkObserver } from '../../src/audit/events.js';
 import { SessionFragments } from '../../src/audit/serialize.js';
 
 let tmp: string;
@@ -23,7 +24,7 @@ afterEach(async () => {
 });
 
 function open(mode: 'none' | 'batch', observer?: SinkObserver, at = file): FileAuditSink {
-  const sink = new FileAuditSink(at, mode, observer);
+  const sink = new FileAuditSink(at, { fsync: mode }, observer);
   sinks.push(sink);
   return sink;
 }
@@ -32,10 +33,10 @@ const read = (): string => (fs.existsSync(file) ? fs.readFileSync(file, 'utf8') 
 const lines = (): string[] => read().split('\n').filter((l) => l !== '');
 
 /** Real event lines, as the proxy writes them. */
-const fragments = new SessionFragments('sess-1', { user: 'u"\n', verified: false }, { name: 't', engine: 'postgres', database: 'db', environment: 'dev' });
+const fragments = new SessionFragments('sess-1', { user: 'u"\n', verified: false }, { name: 't', engine: 'postgres', database: 'db', environment: 'dev' }, { address: '127.0.0.1', port: 5000, application: null, tls: false });
 const DECISION = { action: 'allow' as const, ruleIds: [], default: true };
 const stmt = (text: string): string => fragments.statement('simple', { text }, DECISION).line;
-const outcome = (): string => fragments.outcome('00000000-0000-4000-8000-000000000000', { status: 'ok', tags: ['SELECT 1'], rows: 1, sqlstate: null, duration_ms: 0.5 });
+const outcome = (): string => fragments.outcome('00000000-0000-4000-8000-000000000000', { status: 'ok', tags: ['SELECT 1'], rows: 1, sqlstate: null, duration_ms: 0.5 }, 1);
 
 async function poll(check: () => boolean, ms = 500): Promise<void> {
   const until = Date.now() + ms;

@@ -7,6 +7,7 @@ import { Ajv } from 'ajv';
 import { describe, expect, it } from 'vitest';
 import {
   isoMicros,
+  type ClientRecord,
   type IdentityRecord,
   type StatementEvent,
   type StatementOutcomeEvent,
@@ -25,6 +26,7 @@ function expectSchemaValid(event: unknown): void {
 const SESSION = 's-0001';
 const IDENTITY: IdentityRecord = { user: 'alice', verified: false };
 const TARGET: TargetRecord = { name: 'app', engine: 'postgres', database: 'appdb', environment: 'prod' };
+const CLIENT: ClientRecord = { address: '10.0.0.7', port: 51234, application: 'psql "x"\n', tls: true };
 
 const TEXTS: [string, string][] = [
   ['plain', 'SELECT 1'],
@@ -70,12 +72,12 @@ function statementEvent(
 ): StatementEvent {
   return {
     v: 1, id: parsed.id, time: parsed.time, session: frag.session, type: 'statement',
-    identity: frag.identity, target: frag.target, protocol, statement, decision: eventDecision(decision),
+    identity: frag.identity, client: CLIENT, target: frag.target, protocol, statement, decision: eventDecision(decision),
   };
 }
 
 describe('SessionFragments.statement', () => {
-  const fragments = new SessionFragments(SESSION, IDENTITY, TARGET);
+  const fragments = new SessionFragments(SESSION, IDENTITY, TARGET, CLIENT);
   const frag = { session: SESSION, identity: IDENTITY, target: TARGET };
   let n = 0;
   for (const [textName, text] of TEXTS) {
@@ -116,14 +118,14 @@ const OUTCOMES: StatementOutcomeEvent['outcome'][] = [
 ];
 
 describe('SessionFragments.outcome', () => {
-  const fragments = new SessionFragments(SESSION, IDENTITY, TARGET);
+  const fragments = new SessionFragments(SESSION, IDENTITY, TARGET, CLIENT);
   for (const outcome of OUTCOMES) {
     it(`${outcome.status} tags=${JSON.stringify(outcome.tags)} rows=${outcome.rows} sqlstate=${outcome.sqlstate} duration=${outcome.duration_ms}`, () => {
       const { id: statementId } = fragments.statement('simple', { text: 'SELECT 1' }, DECISIONS[0]![1]);
-      const line = fragments.outcome(statementId, outcome);
+      const line = fragments.outcome(statementId, outcome, 7);
       const parsed = JSON.parse(line) as StatementOutcomeEvent;
       const expected: StatementOutcomeEvent = {
-        v: 1, id: parsed.id, time: parsed.time, session: SESSION, type: 'statement_outcome', statement_id: statementId, outcome,
+        v: 1, id: parsed.id, time: parsed.time, session: SESSION, type: 'statement_outcome', statement_id: statementId, outcome, txn: 7,
       };
       expect(parsed).toStrictEqual(expected);
       expect(line).toBe(eventLine(expected));
@@ -140,7 +142,7 @@ describe('session fields with awkward characters', () => {
   ];
   for (const [session, identity, target] of cases) {
     it(`stays valid JSON for session ${JSON.stringify(session)}`, () => {
-      const fragments = new SessionFragments(session, identity, target);
+      const fragments = new SessionFragments(session, identity, target, CLIENT);
       const decision = DECISIONS[2]![1];
       const statement = { text: 'SELECT "x"' };
       const { id, line } = fragments.statement('extended', statement, decision);
@@ -149,7 +151,7 @@ describe('session fields with awkward characters', () => {
       expect(parsed).toStrictEqual(expected);
       expectSchemaValid(parsed);
 
-      const outcomeLine = fragments.outcome(id, OUTCOMES[0]!);
+      const outcomeLine = fragments.outcome(id, OUTCOMES[0]!, 1);
       const outcome = JSON.parse(outcomeLine) as StatementOutcomeEvent;
       expect(outcome.session).toBe(session);
       expect(outcome.statement_id).toBe(id);
@@ -162,7 +164,7 @@ describe('decision cache', () => {
   const decisionPart = (line: string): string => line.slice(line.indexOf('"decision":'));
 
   it('serializes the same Decision object identically twice', () => {
-    const fragments = new SessionFragments(SESSION, IDENTITY, TARGET);
+    const fragments = new SessionFragments(SESSION, IDENTITY, TARGET, CLIENT);
     const d: Decision = { action: 'deny', ruleIds: ['r1', 'r2'], default: false, message: 'no' };
     const a = fragments.statement('simple', { text: 'SELECT 1' }, d).line;
     const b = fragments.statement('simple', { text: 'SELECT 2' }, d).line;
@@ -171,7 +173,7 @@ describe('decision cache', () => {
   });
 
   it('does not share an entry between different Decision objects', () => {
-    const fragments = new SessionFragments(SESSION, IDENTITY, TARGET);
+    const fragments = new SessionFragments(SESSION, IDENTITY, TARGET, CLIENT);
     const d1: Decision = { action: 'deny', ruleIds: ['r1'], default: false, message: 'first' };
     const d2: Decision = { action: 'deny', ruleIds: ['r1'], default: false, message: 'second' };
     const d3: Decision = { action: 'allow', ruleIds: [], default: true };
@@ -184,7 +186,7 @@ describe('decision cache', () => {
   });
 
   it('works with a frozen Decision (like the allow-all default)', () => {
-    const fragments = new SessionFragments(SESSION, IDENTITY, TARGET);
+    const fragments = new SessionFragments(SESSION, IDENTITY, TARGET, CLIENT);
     const d = Object.freeze({ action: 'allow', ruleIds: [], default: true }) as Decision;
     const parsed = JSON.parse(fragments.statement('simple', { text: 'SELECT 1' }, d).line) as StatementEvent;
     expect(parsed.decision).toStrictEqual({ action: 'allow', rules: [], default: true });
@@ -263,9 +265,9 @@ describe('numberJson', () => {
 
 describe('outcome tags cache', () => {
   it('gives the same JSON for repeated, changing and many distinct tags', () => {
-    const fragments = new SessionFragments(SESSION, IDENTITY, TARGET);
+    const fragments = new SessionFragments(SESSION, IDENTITY, TARGET, CLIENT);
     const tagsOf = (line: string): unknown => (JSON.parse(line) as StatementOutcomeEvent).outcome.tags;
-    const outcome = (tags: string[]): string => fragments.outcome('00000000-0000-4000-8000-000000000000', { status: 'ok', tags, rows: null, sqlstate: null, duration_ms: 1 });
+    const outcome = (tags: string[]): string => fragments.outcome('00000000-0000-4000-8000-000000000000', { status: 'ok', tags, rows: null, sqlstate: null, duration_ms: 1 }, 1);
     for (let i = 0; i < 300; i++) {
       const tags = [i % 3 === 0 ? 'SELECT 1' : `INSERT 0 ${i}"\n`];
       expect(tagsOf(outcome(tags))).toStrictEqual(tags);

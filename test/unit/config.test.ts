@@ -1,5 +1,5 @@
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { hostname, tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
@@ -151,8 +151,13 @@ shutdown: { drain_timeout_ms: 0 }
         expiryGraceSec: 60,
       },
       policy: { paths: [path.join(DIR, 'policies/base.yaml'), path.resolve('/etc/dbward/extra')], watch: false },
-      audit: { file: { path: path.resolve('/var/log/dbward/audit.jsonl'), fsync: 'batch' } },
-      admin: { host: '0.0.0.0', port: 0 },
+      audit: {
+        primary: 'file', node: hostname(), redactLiterals: false,
+        chain: { key: { generate: path.join(DIR, 'audit/chain.key') }, headFile: null, headIntervalMs: 1000 },
+        file: { path: path.resolve('/var/log/dbward/audit.jsonl'), fsync: 'batch', rotateBytes: 268435456, rotateMs: 86400000 },
+        postgres: null, nats: null,
+      },
+      admin: { host: '0.0.0.0', port: 0, auditGroups: ['dbward-auditors'] },
       limits: { maxMessageBytes: 1048576, maxStartupBytes: 20000, startupTimeoutMs: 3000 },
       log: { level: 'debug' },
       shutdown: { drainTimeoutMs: 0 },
@@ -190,8 +195,13 @@ shutdown: { drain_timeout_ms: 0 }
         expiryGraceSec: 0,
       },
       policy: { paths: [path.join(DIR, 'policies')], watch: true },
-      audit: { file: { path: path.join(DIR, 'audit/dbward.jsonl'), fsync: 'none' } },
-      admin: { host: '127.0.0.1', port: 6480 },
+      audit: {
+        primary: 'file', node: hostname(), redactLiterals: false,
+        chain: { key: { generate: path.join(DIR, 'audit/chain.key') }, headFile: null, headIntervalMs: 1000 },
+        file: { path: path.join(DIR, 'audit/dbward.jsonl'), fsync: 'none', rotateBytes: 268435456, rotateMs: 86400000 },
+        postgres: null, nats: null,
+      },
+      admin: { host: '127.0.0.1', port: 6480, auditGroups: ['dbward-auditors'] },
       limits: { maxMessageBytes: 134217728, maxStartupBytes: 10000, startupTimeoutMs: 10000 },
       log: { level: 'info' },
       shutdown: { drainTimeoutMs: 30000 },
@@ -207,7 +217,7 @@ ${UNVERIFIED}`,
       SRC,
     );
     expect(cfg.listeners[0]?.requireTls).toBe(true);
-    expect(cfg.admin).toEqual({ host: '127.0.0.1', port: null });
+    expect(cfg.admin).toEqual({ host: '127.0.0.1', port: null, auditGroups: ['dbward-auditors'] });
   });
 
   it('accepts anchors and merge keys', () => {
@@ -230,7 +240,7 @@ describe('loadConfig', () => {
     writeFileSync(file, MINIMAL);
     const cfg = loadConfig(path.relative(process.cwd(), file));
     expect(cfg.source).toBe(file);
-    expect(cfg.audit.file.path).toBe(path.join(tmp, 'audit', 'dbward.jsonl'));
+    expect(cfg.audit.file?.path).toBe(path.join(tmp, 'audit', 'dbward.jsonl'));
   });
 
   it('reports an unreadable file as a ConfigError', () => {
@@ -248,7 +258,7 @@ describe('loadConfig', () => {
     const target = cfg.targets[0];
     expect(target?.password).toEqual({ env: 'APP_DB_PASSWORD' });
     expect(target && resolveSecret(target.password)).toBe('example-secret');
-    expect(cfg.audit.file.path).toBe(path.join(root, 'examples/audit/dbward.jsonl'));
+    expect(cfg.audit.file?.path).toBe(path.join(root, 'examples/audit/dbward.jsonl'));
   });
 });
 
@@ -304,6 +314,21 @@ describe('parseConfig: errors as file:line:col: field: message', () => {
   it('duplicate target name points at the second name', () => {
     expect(errorLines(`listeners: [{}]\ntargets:\n  - { name: app, host: a, user: u }\n  - { name: app, host: b, user: u }\n`)).toEqual([
       'dbward.yaml:4:13: targets[1].name: duplicate target name "app" (already used by targets[0])',
+    ]);
+  });
+
+  it('audit sinks that cannot work together', () => {
+    expect(errorLines(`listeners: [{}]\n${TARGET}audit:\n  primary: postgres\n`)).toEqual([
+      'dbward.yaml:4:12: audit.primary: is postgres but there is no audit.postgres section',
+    ]);
+    expect(errorLines(`listeners: [{}]\n${TARGET}audit:\n  primary: postgres\n  postgres: { host: h, user: u }\n  file: { path: a.jsonl }\n`)).toEqual([
+      'dbward.yaml:6:9: audit.file: is only used as the primary sink; remove it or set primary: file',
+    ]);
+    expect(errorLines(`listeners: [{}]\n${TARGET}audit:\n  primary: none\n  nats: {}\n`)).toEqual([
+      'dbward.yaml:5:9: audit.nats: has nothing to receive while audit.primary is none',
+    ]);
+    expect(errorLines(`listeners: [{}]\n${TARGET}audit:\n  chain: { key: { env: K, file: f } }\n`)).toEqual([
+      'dbward.yaml:4:17: audit.chain.key: must have exactly one of env or file',
     ]);
   });
 
@@ -460,7 +485,8 @@ describe('schema, docs and loader stay in sync', () => {
   });
 
   it('declares the same defaults the loader applies', () => {
-    const cfg = parseConfig(MINIMAL, SRC) as unknown as Record<string, unknown>;
+    // Optional sections take their defaults once present.
+    const cfg = parseConfig(`${MINIMAL}\naudit:\n  postgres: { host: h, user: u }\n  nats: {}\n`, SRC) as unknown as Record<string, unknown>;
     const camel = (s: string): string => s.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase());
     // Verifier settings live under identity.verifier in Config; mode and grace stay on identity.
     const configPath = (p: string): string =>
@@ -475,7 +501,8 @@ describe('schema, docs and loader stay in sync', () => {
     for (const [p, s] of withDefaults) {
       // The audit path default is relative in the schema and resolved by the loader.
       const want = p === 'audit.file.path' ? path.join(DIR, String(s.default)) : s.default;
-      expect(actual(p), p).toEqual(want);
+      if (p === 'audit.file.rotate_hours') expect(actual('audit.file.rotate_ms'), p).toBe(Number(want) * 3_600_000);
+      else expect(actual(p), p).toEqual(want);
     }
   });
 });

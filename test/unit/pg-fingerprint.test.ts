@@ -158,3 +158,28 @@ describe('fingerprintPg and normalizePg: a broken parser instance', () => {
     expect(normalizePg('SELECT 1')).toBe('SELECT $1');
   });
 });
+
+describe('Analysis.fingerprint (the audit trail grouping key, from the tree)', () => {
+  const fp = (sql: string): string | undefined => {
+    const a = analyzePg(sql, DEFAULT_CTX);
+    return a.ok ? a.fingerprint : undefined;
+  };
+
+  it('is shared by texts differing only in constants, layout, comments and keyword case', () => {
+    const base = fp('SELECT a FROM t WHERE id = 1 AND name = \'x\'');
+    expect(base).toMatch(/^[0-9a-f]{16}$/);
+    expect(fp('select a\n  from t /* c */ where id = 42 and name = \'other\'')).toBe(base);
+  });
+
+  it('differs for different tables, columns and operators', () => {
+    const base = fp('SELECT a FROM t WHERE id = 1');
+    expect(fp('SELECT b FROM t WHERE id = 1')).not.toBe(base);
+    expect(fp('SELECT a FROM u WHERE id = 1')).not.toBe(base);
+    expect(fp('SELECT a FROM t WHERE id > 1')).not.toBe(base);
+  });
+
+  it('does not depend on a password or connection-string option, so it cannot confirm a guess', () => {
+    expect(fp("ALTER ROLE r PASSWORD 'guess-1'")).toBe(fp("ALTER ROLE r PASSWORD 'the-real-one'"));
+    expect(fp("CREATE USER MAPPING FOR u SERVER s OPTIONS (user 'x', password 'a')")).toBe(fp("CREATE USER MAPPING FOR u SERVER s OPTIONS (user 'x', password 'b')"));
+  });
+});

@@ -5,6 +5,7 @@
 // rejects, or the analyzer cannot finish, is { ok: false }: the caller denies it.
 
 import { Buffer } from 'node:buffer';
+import { createHash } from 'node:crypto';
 import type { Analysis, AnalysisContext, StatementFacts } from '../facts.js';
 import { isObj, items } from './ast.js';
 import { FactsBuilder } from './builder.js';
@@ -69,7 +70,23 @@ function analyze(sql: string, ctx: AnalysisContext): Analysis {
     session.after(facts, walker.effects);
     statements.push(facts);
   }
-  return { ok: true, statements };
+  return { ok: true, statements, fingerprint: treeFingerprint(parsed.tree) };
+}
+
+/**
+ * A hash of the parse tree without what varies between texts of one shape:
+ * positions, constants, and option values (DefElem args, which also hold role
+ * passwords and connection strings: a fingerprint must not let anyone test a
+ * guess at a secret). libpg_query has its own fingerprint, but calling it means
+ * a second parse, and its first call grows the WASM instance by ~80 MB.
+ */
+function treeFingerprint(tree: unknown): string {
+  const canonical = JSON.stringify(tree, function (this: Record<string, unknown>, key, value: unknown) {
+    if (key === 'location' || key === 'stmt_location' || key === 'stmt_len') return undefined;
+    if (key === 'A_Const' || (key === 'arg' && 'defname' in this)) return '?';
+    return value;
+  });
+  return createHash('sha256').update(canonical).digest('hex').slice(0, 16);
 }
 
 function num(x: unknown): number {

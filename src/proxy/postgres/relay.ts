@@ -13,7 +13,7 @@ import type { Logger } from 'pino';
 import type { Metrics } from '../../admin/metrics.js';
 import type { Admission, Refusal, Ruling, SessionPipeline, StatementRequest } from '../session.js';
 import { readingHazard } from '../../analysis/pg/flags.js';
-import { errorResponse } from './backend.js';
+import { errorResponse, type TxStatus } from './backend.js';
 import { PgError, pgErrors } from './errors.js';
 import { BackendScanner, FrontendReader, type Frame } from './frames.js';
 import { decodeBind, decodeDescribeOrClose, decodeExecute, decodeFunctionCall, decodeParse, decodeQuery, F } from './frontend.js';
@@ -53,7 +53,7 @@ export class PgRelay {
   private readonly portals = new Map<string, Prepared>();
   private out: Buffer[] = [];
   /** Outcomes settled by the server's reply, recorded once the reply is written. */
-  private settled: [Admission, Parameters<OutcomeSink>[0]][] = [];
+  private settled: ([Admission, Parameters<OutcomeSink>[0]] | [null, TxStatus, boolean])[] = [];
   private processing = false;
   private draining = false;
   private upstreamBlocked = false;
@@ -74,7 +74,9 @@ export class PgRelay {
   ) {
     this.reader = new FrontendReader(deps.maxMessageBytes);
     this.scanner = new BackendScanner(TRACKED_TYPES, (type, payload) => this.tracker.onMessage(type, payload));
-    this.tracker.onReady = (status) => {
+    this.tracker.onReady = (status, syncFailed) => {
+      // In order with the outcomes, so the pipeline sees a transaction's statements before its end.
+      this.settled.push([null, status, syncFailed]);
       if (this.draining && status === 'I' && this.tracker.depth === 0 && !this.processing) this.state = 'closing';
     };
     this.tracker.onParameter = (name, value) => {
@@ -341,7 +343,10 @@ export class PgRelay {
 
   private recordOutcomes(): void {
     if (this.settled.length === 0) return;
-    for (const [admission, outcome] of this.settled) this.pipeline.complete(admission, outcome);
+    for (const [admission, outcome, syncFailed] of this.settled) {
+      if (admission) this.pipeline.complete(admission, outcome);
+      else this.pipeline.ready(outcome, syncFailed);
+    }
     this.settled = [];
   }
 

@@ -54,8 +54,9 @@ export class ResponseTracker {
   /** Transaction status from the last ReadyForQuery. */
   txStatus: TxStatus = 'I';
 
-  /** Called for each ReadyForQuery, after the tracker has settled it. */
-  onReady: ((status: TxStatus) => void) | null = null;
+  /** Called for each ReadyForQuery, after the tracker has settled it; `syncFailed`: the server raised an error for the Sync itself (a commit that failed). */
+  onReady: ((status: TxStatus, syncFailed: boolean) => void) | null = null;
+  private syncFailed = false;
 
   /** Called for each ParameterStatus the server sends mid-session (a setting it reports changed). */
   onParameter: ((name: string, value: string) => void) | null = null;
@@ -133,7 +134,9 @@ export class ResponseTracker {
           this.shift();
           if (p.kind !== 'sync') settle(p, p.sqlstate ? 'error' : 'ok');
         }
-        this.onReady?.(this.txStatus);
+        const syncFailed = this.syncFailed;
+        this.syncFailed = false;
+        this.onReady?.(this.txStatus, syncFailed);
         return undefined;
       }
       default:
@@ -156,7 +159,11 @@ export class ResponseTracker {
       p.sqlstate = p.replaceError?.sqlstate ?? sqlstate;
       return replacement;
     }
-    if (p.kind === 'sync') return replacement; // e.g. a deferred constraint failing at commit
+    if (p.kind === 'sync') {
+      // e.g. a deferred constraint failing at the implicit commit
+      this.syncFailed = true;
+      return replacement;
+    }
     this.shift();
     p.sqlstate = p.replaceError?.sqlstate ?? sqlstate;
     settle(p, 'error');

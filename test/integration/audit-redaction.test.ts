@@ -1,0 +1,84 @@
+// Secrets never reach the trail, against the real PostgreSQL: a role password
+// is recorded normalized, an unparsable text with a password is scrubbed, and
+// with audit.redact_literals every literal goes; fingerprints group texts.
+
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startTestDaemon, testAuditConfig, type TestDaemon } from '../helpers/dbward.js';
+import { PG, requirePostgres } from '../helpers/services.js';
+
+type Event = Record<string, any>;
+
+const ROLE = `dbward_audit_secret_${process.pid}`;
+const SECRET = 'hunter2-Zq9';
+
+beforeAll(requirePostgres);
+
+async function run(d: TestDaemon, texts: string[]): Promise<Event[]> {
+  const c = new pg.Client({ host: '127.0.0.1', port: d.port, database: PG.database, user: 'redact' });
+  await c.connect();
+  for (const t of texts) await c.query(t).catch(() => undefined);
+  await c.end();
+  // The session end is appended within a few ms of the close.
+  for (let i = 0; i < 200 && !d.audit().some((e) => e.type === 'session_end'); i++) await new Promise((r) => setTimeout(r, 10));
+  return d.audit();
+}
+
+const statement = (events: Event[], match: RegExp): Event => events.find((e) => e.type === 'statement' && match.test(e.statement.text))!;
+
+describe('default settings', () => {
+  let d: TestDaemon;
+  let events: Event[];
+  beforeAll(async () => {
+    d = await startTestDaemon();
+    events = await run(d, [
+      `CREATE ROLE ${ROLE} LOGIN PASSWORD '${SECRET}'`,
+      `ALTER ROLE ${ROLE} PASSWORD '${SECRET}' VALID UNTIL 'infinity' garbage`,
+      `DROP ROLE ${ROLE}`,
+      'SELECT 1 AS n', 'SELECT 2 AS n', `SELECT 'x' AS s`, 'SELECT now()',
+    ]);
+  });
+  afterAll(async () => d?.stop());
+
+  it('records a role password statement normalized, and never the password', () => {
+    expect(fs.readFileSync(d.auditPath, 'utf8')).not.toContain(SECRET);
+    const created = statement(events, /^CREATE ROLE/);
+    expect(created.statement).toMatchObject({ text: `CREATE ROLE ${ROLE} LOGIN PASSWORD $1`, redacted: true });
+    const outcome = events.find((e) => e.type === 'statement_outcome' && e.statement_id === created.id)!;
+    expect(outcome.outcome.tags).toEqual(['CREATE ROLE']);
+  });
+
+  it('scrubs a text that does not parse, and denies it', () => {
+    const broken = statement(events, /^ALTER ROLE/);
+    expect(broken.statement.redacted).toBe(true);
+    expect(broken.decision.action).toBe('deny');
+    expect(broken.statement.text).toContain('***');
+  });
+
+  it('gives texts that differ only in literals one fingerprint, and keeps plain texts as sent', () => {
+    const one = statement(events, /^SELECT 1 AS n$/);
+    const two = statement(events, /^SELECT 2 AS n$/);
+    expect(one.statement.fingerprint).toMatch(/^[0-9a-f]{16}$/);
+    expect(two.statement.fingerprint).toBe(one.statement.fingerprint);
+    expect(statement(events, /^SELECT now/).statement.fingerprint).not.toBe(one.statement.fingerprint);
+    expect(one.statement.redacted).toBeUndefined();
+    expect(statement(events, /^SELECT 'x' AS s$/)).toBeDefined();
+  });
+});
+
+describe('audit.redact_literals', () => {
+  it('records every text normalized, so no literal reaches the trail', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dbward-redact-'));
+    const d = await startTestDaemon({ auditPath: path.join(dir, 'audit.jsonl'), audit: (file) => testAuditConfig(file, dir, { redactLiterals: true }) });
+    try {
+      const events = await run(d, [`SELECT 'ssn-123-45-6789' AS s, 42 AS n`]);
+      expect(fs.readFileSync(d.auditPath, 'utf8')).not.toContain('ssn-123');
+      expect(statement(events, /^SELECT/).statement).toMatchObject({ text: 'SELECT $1 AS s, $2 AS n', redacted: true, fingerprint: expect.stringMatching(/^[0-9a-f]{16}$/) });
+    } finally {
+      await d.stop();
+    }
+  });
+});

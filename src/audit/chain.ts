@@ -51,12 +51,24 @@ export class Chain {
 
   /** Returns `line` (one JSON object) with its chain field appended, and advances the chain. */
   seal(line: string): string {
-    const seq = this.seq + 1;
+    return `${line.slice(0, -1)}${this.advance(macOf(this.key, this.seq + 1, this.mac, line))}`;
+  }
+
+  /**
+   * Seals the line whose UTF-8 bytes are `buf[start, end)` (ending in `}`) and
+   * returns what replaces that final `}`. For a writer that has the line encoded
+   * already: the mac is taken over the bytes, with no second encoding.
+   */
+  sealBytes(buf: Buffer, start: number, end: number): string {
+    const mac = createHmac('sha256', this.key).update(`${this.seq + 1}\n${this.mac}\n`).update(buf.subarray(start, end)).digest('hex');
+    return this.advance(mac);
+  }
+
+  private advance(mac: string): string {
     const prev = this.mac;
-    const mac = macOf(this.key, seq, prev, line);
-    this.seq = seq;
+    this.seq++;
     this.mac = mac;
-    return `${line.slice(0, -1)}${SUFFIX}${seq},"prev":"${prev}","mac":"${mac}"}}`;
+    return `${SUFFIX}${this.seq},"prev":"${prev}","mac":"${mac}"}}`;
   }
 
   /** Moves the chain back to `head` (lines sealed after it were never written). */

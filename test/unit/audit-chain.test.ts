@@ -89,9 +89,9 @@ describe('FileAuditSink with a key', () => {
     const sink = open();
     sink.append('{"n":1}');
     sink.commit('{"n":2}');
-    sink.append('{"n":3}');
+    sink.append('{"n":3,"t":"日本 🐘 \\"é"}');
     await sink.close();
-    expect(expectChain(trail())).toEqual(['{"n":1}', '{"n":2}', '{"n":3}']);
+    expect(expectChain(trail())).toEqual(['{"n":1}', '{"n":2}', '{"n":3,"t":"日本 🐘 \\"é"}']);
   });
 
   it('continues the chain when reopened (a restart)', async () => {

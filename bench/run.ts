@@ -7,7 +7,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs, type BenchArgs, type Endpoint } from './lib/args.js';
 import { setPinning } from './lib/pin.js';
-import { countLines } from './lib/audit.js';
+import { countTrailLines } from './lib/audit.js';
 import { ensureBenchDb, resetTpcb } from './lib/db.js';
 import { generateConfig, readOperatorConfig, type DbwardSetup } from './lib/dbward-config.js';
 import { runPgbench, type Target } from './lib/pgbench.js';
@@ -88,7 +88,7 @@ async function main(): Promise<void> {
       const stale = staleBuildWarning(root);
       if (stale) console.warn(stale);
       // An operator's audit file may already hold earlier runs; only count what this run adds.
-      auditBefore = (setup.auditPath ? await countLines(setup.auditPath) : null) ?? 0;
+      auditBefore = (setup.auditPath ? await countTrailLines(setup.auditPath) : null) ?? 0;
       dbwardChild = await startDbward(root, setup.configPath, t, path.join(tmp, 'dbward.log'));
       targets.dbward = t;
       if (dbwardChild.pid !== undefined) proxyPids.dbward = dbwardChild.pid;
@@ -133,7 +133,7 @@ async function main(): Promise<void> {
     if (dbwardChild) await stopChild(dbwardChild, 15_000);
     let audit: { path: string; lines: number | null; dbwardTransactions: number } | null = null;
     if (setup?.auditPath) {
-      const after = await countLines(setup.auditPath);
+      const after = await countTrailLines(setup.auditPath);
       audit = { path: setup.auditPath, lines: after === null ? null : after - auditBefore, dbwardTransactions: dbwardTxns };
     }
 

@@ -1,5 +1,5 @@
 // The dbward config the bench runs against: generated, or an operator's file.
-import { readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { parse } from 'yaml';
 import { freePort } from './procs.js';
@@ -12,25 +12,29 @@ export interface DbwardSetup {
   auditPath: string | null;
 }
 
-/** Write the minimal bench config (plain TCP, no fsync, warn logging) into `dir`. */
-export async function generateConfig(dir: string, database: string): Promise<DbwardSetup> {
+/** Where the generated config sends audit events: nowhere (primary none), or the file sink with an fsync mode. */
+export type BenchAudit = { primary: 'none' } | { primary: 'file'; fsync: 'none' | 'batch' };
+
+/** Write the minimal bench config (plain TCP, warn logging, by default an audit file without fsync) into `dir`. */
+export async function generateConfig(dir: string, database: string, audit: BenchAudit = { primary: 'file', fsync: 'none' }): Promise<DbwardSetup> {
   const port = await freePort();
   let admin = await freePort();
   while (admin === port) admin = await freePort();
-  const auditPath = path.join(dir, 'audit.jsonl');
+  mkdirSync(dir, { recursive: true });
+  const auditPath = audit.primary === 'file' ? path.join(dir, 'audit.jsonl') : null;
   const configPath = path.join(dir, 'dbward.bench.yaml');
   // Allow everything (statements are still parsed and decided): the throughput bench measures the proxy path.
   const policyPath = path.join(dir, 'policy.allow.yaml');
   writeFileSync(policyPath, 'default: allow\n');
-  // fsync none and log warn: the bench measures the proxy path, not disk flushes or log volume.
+  // fsync none and log warn by default: the bench measures the proxy path, not disk flushes or log volume.
+  const auditYaml = audit.primary === 'none' ? '{ primary: none }' : `\n  file: { path: ${JSON.stringify(auditPath)}, fsync: ${audit.fsync} }`;
   const yaml = `listeners:
   - { name: pg, host: 127.0.0.1, port: ${port}, require_tls: false }
 targets:
   - { name: ${database}, host: 127.0.0.1, port: 5432, database: ${database}, user: root, tls: { mode: disable } }
 identity: { mode: unverified }
 policy: { path: ${JSON.stringify(policyPath)}, watch: false }
-audit:
-  file: { path: ${JSON.stringify(auditPath)}, fsync: none }
+audit: ${auditYaml}
 admin: { host: 127.0.0.1, port: ${admin} }
 log: { level: warn }
 `;

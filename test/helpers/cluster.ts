@@ -12,6 +12,8 @@ import path from 'node:path';
 export interface Cluster {
   port: number;
   dir: string;
+  /** The server's stderr log (pg_ctl -l): with the default logging_collector=off, everything it logs. */
+  logFile: string;
   /** Runs SQL as the cluster's superuser over the Unix socket. */
   sql(query: string): string;
   stop(): void;
@@ -46,11 +48,13 @@ export async function startCluster(hba: string[], settings: Record<string, strin
   const conf = { listen_addresses: "'127.0.0.1'", port: String(port), unix_socket_directories: `'${dir}'`, fsync: 'off', ...settings };
   fs.appendFileSync(path.join(data, 'postgresql.conf'), Object.entries(conf).map(([k, v]) => `${k} = ${v}\n`).join(''));
   fs.writeFileSync(path.join(data, 'pg_hba.conf'), ['local all postgres trust', ...hba].join('\n') + '\n');
-  run('pg_ctl', ['-D', data, '-l', path.join(dir, 'log'), '-w', '-t', '30', 'start']);
+  const logFile = path.join(dir, 'log');
+  run('pg_ctl', ['-D', data, '-l', logFile, '-w', '-t', '30', 'start']);
   const psql = path.join(bindir, 'psql');
   return {
     port,
     dir,
+    logFile,
     sql: (query) => execFileSync(psql, ['-h', dir, '-p', String(port), '-U', 'postgres', '-d', 'postgres', '-XAtq', '-v', 'ON_ERROR_STOP=1', '-c', query], { encoding: 'utf8' }),
     stop: () => {
       try { run('pg_ctl', ['-D', data, '-m', 'immediate', 'stop']); } catch { /* already stopped */ }

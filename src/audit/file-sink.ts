@@ -64,6 +64,8 @@ export class FileAuditSink implements AuditSink {
   private size = 0;
   private openedAt = 0;
   private written: ChainHead;
+  /** A cut (after a failed write) that could not be made yet. */
+  private cutTo: number | null = null;
 
   constructor(
     readonly file: string,
@@ -75,6 +77,8 @@ export class FileAuditSink implements AuditSink {
     this.rotateMs = options.rotateMs ?? 0;
     this.onWritten = options.onWritten ?? null;
     fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o750 });
+    // A line torn by a crash mid-write would be glued to the next one: it goes (it was never a whole event).
+    dropTornTail(file);
     const head = options.key ? fileHead(file) ?? newestRotatedHead(file) : null;
     this.chain = options.key ? new Chain(options.key, head) : null;
     this.written = this.chain?.head ?? { seq: 0, mac: '' };
@@ -155,12 +159,16 @@ export class FileAuditSink implements AuditSink {
     const mark = this.chain?.head;
     const sealed: string[] | null = this.onWritten ? [] : null;
     let len = 0;
-    for (let i = 0; i < queued.length; i++) len = this.encode(queued[i]!, len, sealed);
-    if (committed !== null) len = this.encode(committed, len, sealed);
+    let before = -1;
     try {
-      this.rotateIfDue(len);
+      for (let i = 0; i < queued.length; i++) len = this.encode(queued[i]!, len, sealed);
+      if (committed !== null) len = this.encode(committed, len, sealed);
+      this.prepareWrite(len);
+      before = this.size;
       writeAll(this.fd!, this.scratch, len);
     } catch (err) {
+      // Part of the lines may be on disk: cut them off, so the chain can take their seqs again.
+      if (before >= 0) this.undoTo(before);
       if (mark) this.chain!.rewind(mark);
       this.ok = false;
       this.observer.failed?.(err as Error);
@@ -186,6 +194,27 @@ export class FileAuditSink implements AuditSink {
     this.ok = true;
     if (this.chain) this.written = this.chain.head;
     if (sealed && sealed.length > 0) this.onWritten!(sealed);
+  }
+
+  /** Before a write of `bytes`: reopens a file a failed rotation left closed, finishes a failed cut, rotates when due. */
+  private prepareWrite(bytes: number): void {
+    if (this.fd === null) this.fd = this.openActive();
+    if (this.cutTo !== null) {
+      fs.ftruncateSync(this.fd, this.cutTo);
+      this.size = this.cutTo;
+      this.cutTo = null;
+    }
+    this.rotateIfDue(bytes);
+  }
+
+  /** Cuts the active file back to `size` (what a failed write may have added); retried before the next write if it fails. */
+  private undoTo(size: number): void {
+    try {
+      if (this.fd !== null) fs.ftruncateSync(this.fd, size);
+      this.size = size;
+    } catch {
+      this.cutTo = size;
+    }
   }
 
   /** Starts a new active file when `bytes` more would pass the size limit, or the active one is too old. */
@@ -263,22 +292,25 @@ export class FileAuditSink implements AuditSink {
     this.writing = true;
     const started = process.hrtime.bigint();
     this.lines = [];
+    let before = -1;
     const failed = (err: Error): void => {
+      if (before >= 0) this.undoTo(before);
       if (mark) this.chain!.rewind(mark);
       this.writing = false;
       this.requeueAppended(group, waiters);
       this.batchDone(waiters, count, started, err);
     };
     try {
-      this.rotateIfDue(buf.length);
+      this.prepareWrite(buf.length);
+      before = this.size;
     } catch (err) {
       return failed(err as Error);
     }
     fs.write(this.fd!, buf, 0, buf.length, null, (err, n) => {
       if (err || n !== buf.length) return failed(err ?? new Error('short write to audit file'));
-      this.size += buf.length;
       fs.fdatasync(this.fd!, (syncErr) => {
         if (syncErr) return failed(syncErr);
+        this.size += buf.length;
         this.writing = false;
         this.wrote(this.onWritten ? sealed : null);
         this.batchDone(waiters, count, started, null);
@@ -348,6 +380,32 @@ function newestRotatedHead(active: string): ChainHead | null {
     if (h && (!best || h.seq > best.seq)) best = h;
   }
   return best;
+}
+
+/** Cuts a last line without its newline (a write torn by a crash) off the end of `file`. */
+function dropTornTail(file: string): void {
+  let fd: number;
+  try {
+    fd = fs.openSync(file, 'r+');
+  } catch {
+    return;
+  }
+  try {
+    const size = fs.fstatSync(fd).size;
+    const last = Buffer.alloc(1);
+    if (size === 0 || (fs.readSync(fd, last, 0, 1, size - 1) === 1 && last[0] === 0x0a)) return;
+    const window = Buffer.alloc(64 * 1024);
+    for (let end = size; end > 0;) {
+      const start = Math.max(0, end - window.length);
+      const n = fs.readSync(fd, window, 0, end - start, start);
+      const nl = window.subarray(0, n).lastIndexOf(0x0a);
+      if (nl >= 0) return fs.ftruncateSync(fd, start + nl + 1);
+      end = start;
+    }
+    fs.ftruncateSync(fd, 0);
+  } finally {
+    fs.closeSync(fd);
+  }
 }
 
 function writeAll(fd: number, buf: Buffer, len: number): void {

@@ -59,9 +59,12 @@ export async function openTrail(cfg: AuditConfig, metrics: Metrics, log: Logger)
     problems: () => (primary.healthy ? [] : ['audit sink cannot be written: statements are refused']),
     warnings: () => secondaries.filter((s) => !s.healthy).map((s) => `audit sink ${s.name} is not accepting events (queued, retrying)`),
     async close() {
-      await primary.close();
-      await Promise.all(secondaries.map((s) => s.close(5000)));
-      exporter?.stop();
+      try {
+        await primary.close();
+      } finally {
+        await Promise.all(secondaries.map((s) => s.close(5000)));
+        exporter?.stop();
+      }
     },
   };
 }

@@ -163,6 +163,32 @@ describe('FileAuditSink with a key', () => {
     expect(expectChain(trail())).toEqual(['{"n":1}', '{"n":2}']);
   });
 
+  it('cuts a line torn by a crash off the end before appending, so the trail still verifies', async () => {
+    const first = open();
+    first.commit('{"n":1}');
+    await first.close();
+    fs.appendFileSync(file, '{"n":2,"torn mid-wri');
+    const next = open();
+    next.commit('{"n":3}');
+    await next.close();
+    expect(expectChain(trail())).toEqual(['{"n":1}', '{"n":3}']);
+  });
+
+  it('cuts off what a failed write left, and reopens a file a failed rotation left closed', async () => {
+    const sink = open();
+    sink.commit('{"n":1}');
+    const internals = sink as unknown as { fd: number | null };
+    fs.closeSync(internals.fd!);
+    internals.fd = null;
+    sink.commit('{"n":2}');
+    // Bytes a failing write put down are cut back before the chain takes their seq again.
+    fs.appendFileSync(file, '{"partial":');
+    (sink as unknown as { undoTo(size: number): void }).undoTo(fs.statSync(file).size - '{"partial":'.length);
+    sink.commit('{"n":3}');
+    await sink.close();
+    expect(expectChain(trail())).toEqual(['{"n":1}', '{"n":2}', '{"n":3}']);
+  });
+
   it('hands the sealed lines to onWritten after each write', async () => {
     const got: string[] = [];
     const sink = open({ onWritten: (lines) => got.push(...lines) });

@@ -10,12 +10,12 @@
 // or add fields, and a filter on a field an event lacks simply does not match.
 //
 // Transactions: outcomes carry the session's transaction number (`txn`), and a
-// `transaction_end` with the same `txn` closes an explicit block (BEGIN ...
-// COMMIT/ROLLBACK). A row waits for it only while its session is in a block
-// (an outcome tagged BEGIN opened one under that txn): autocommit rows, which
-// never get one, go out at their outcome. A later outcome under another txn or
-// the session's end settles a block whose end was not recorded, and a block
-// left open for TXN_WINDOW lines stops holding rows back.
+// `transaction_end` with the same `txn` gives the transaction's fate (an
+// explicit block, or an implicit transaction that failed after some of its
+// statements completed). A row waits until its session moves on: that end, a
+// later outcome under another txn, or the session's end (without an end, the
+// outcome's own status says it); a transaction left open for TXN_WINDOW lines
+// stops holding rows back, and a live tail releases rows after a few seconds.
 
 import { fileLines, lastLine, orderedFiles, tableLines, type PgHandle, type TrailLine } from './read.js';
 
@@ -377,7 +377,9 @@ export class Joiner {
     const txn = typeof e.txn === 'number' ? e.txn : null;
     // An outcome under another txn: the open block ended without its end being recorded.
     if (this.blocks.get(e.session)?.txn !== txn) this.closeBlock(e.session);
-    if (txn !== null && list(outcome?.tags).some((t) => t === 'BEGIN' || t === 'START TRANSACTION') && !this.blocks.has(e.session)) this.blocks.set(e.session, { txn, rows: [] });
+    // Any transaction may still get a transaction_end (a block, or an implicit one whose
+    // commit or later statement failed): its rows wait until the session moves on.
+    if (txn !== null && !this.blocks.has(e.session)) this.blocks.set(e.session, { txn, rows: [] });
     const id = str(e.statement_id);
     const slot = id !== undefined ? this.byStatement.get(id) : undefined;
     if (!slot) return;

@@ -57,6 +57,10 @@ export interface Ruling {
   analysis: Analysis;
 }
 
+/** Command tags of transaction control, and those that end a transaction (ROLLBACK TO SAVEPOINT's tag is ROLLBACK too; a later COMMIT overrides it). */
+const TX_CONTROL_TAGS: ReadonlySet<string> = new Set(['BEGIN', 'START TRANSACTION', 'COMMIT', 'ROLLBACK', 'PREPARE TRANSACTION']);
+const TX_END_TAGS: ReadonlySet<string> = new Set(['COMMIT', 'ROLLBACK', 'PREPARE TRANSACTION']);
+
 /** Rulings remembered per session, by statement text: a repeated statement costs a map lookup. */
 const MAX_RULINGS = 512;
 
@@ -64,8 +68,6 @@ const MAX_RULINGS = 512;
 export interface Admission {
   eventId: string;
   startedNs: bigint;
-  /** The session's transaction number the statement runs in. */
-  txn: number;
 }
 
 export type Outcome = StatementOutcomeEvent['outcome'];
@@ -87,13 +89,21 @@ export class SessionPipeline {
   private readonly rulings = new Map<string, Ruling>();
   private rulingsEngine: PolicyEngine | null = null;
   private rulingsVersion = -1;
-  /** The transaction statements now run in: numbered per session; an idle session's next statement starts the next one. */
+  /**
+   * The transaction the server is in, numbered per session. Outcomes and
+   * ReadyForQuery reach the pipeline in the server's order, so a statement's
+   * transaction is the one current when its outcome arrives (not when it was
+   * sent: a pipelining client sends past transaction ends).
+   */
   private txn = 1;
   private txnStatements = 0;
-  /** An explicit block (BEGIN...): the server reported T or E since the last idle ReadyForQuery. */
+  /** An explicit block: the server reported T or E, or a statement's tags show transaction control. */
   private txnBlock = false;
   private txnAborted = false;
-  private lastTag: string | null = null;
+  /** Some statement of the transaction did not complete. */
+  private txnFailed = false;
+  /** The last COMMIT, ROLLBACK or PREPARE TRANSACTION tag, and whether the last statement failed. */
+  private endTag: string | null = null;
   private lastFailed = false;
 
   constructor(
@@ -176,23 +186,25 @@ export class SessionPipeline {
     } catch (error) {
       return this.auditFailed(error as Error);
     }
-    const txn = this.txn;
-    this.txnStatements++;
-    if (!pending) return { eventId: id, startedNs: process.hrtime.bigint(), txn };
-    return pending.then(() => ({ eventId: id, startedNs: process.hrtime.bigint(), txn }), (error: Error) => this.auditFailed(error));
+    if (!pending) return { eventId: id, startedNs: process.hrtime.bigint() };
+    return pending.then(() => ({ eventId: id, startedNs: process.hrtime.bigint() }), (error: Error) => this.auditFailed(error));
   }
 
   /** Appends the outcome of an admitted statement. */
   complete(admission: Admission, outcome: Omit<Outcome, 'duration_ms'>): void {
     const durationMs = Number(process.hrtime.bigint() - admission.startedNs) / 1e6;
-    if (admission.txn === this.txn) {
-      this.lastFailed = outcome.status !== 'ok';
-      if (outcome.tags.length > 0) this.lastTag = outcome.tags[outcome.tags.length - 1]!;
+    this.txnStatements++;
+    this.lastFailed = outcome.status !== 'ok';
+    if (this.lastFailed) this.txnFailed = true;
+    for (const tag of outcome.tags) {
+      // One simple Query may hold a whole block: `BEGIN; DELETE ...; ROLLBACK` reports I after it.
+      if (TX_CONTROL_TAGS.has(tag)) this.txnBlock = true;
+      if (TX_END_TAGS.has(tag)) this.endTag = tag;
     }
     // A literal, not a spread: a spread takes V8's slow path and defeats the serializer's inline caches.
     this.safeAppend(this.fragments.outcome(admission.eventId, {
       status: outcome.status, tags: outcome.tags, rows: outcome.rows, sqlstate: outcome.sqlstate, duration_ms: Math.round(durationMs * 1000) / 1000,
-    }, admission.txn));
+    }, this.txn));
   }
 
   /**
@@ -210,9 +222,11 @@ export class SessionPipeline {
       return;
     }
     if (this.txnStatements === 0 && !this.txnBlock) return;
-    if (this.txnBlock || syncFailed) {
-      const result = this.lastTag === 'PREPARE TRANSACTION' && !this.lastFailed ? 'prepared'
-        : this.txnAborted || syncFailed || this.lastFailed || this.lastTag === 'ROLLBACK' ? 'rolled_back' : 'committed';
+    // An implicit transaction of several statements (a pipeline up to one Sync) is undone
+    // as a whole when one fails, though the others' outcomes say ok.
+    if (this.txnBlock || syncFailed || (this.txnFailed && this.txnStatements > 1)) {
+      const result = this.endTag === 'PREPARE TRANSACTION' && !this.lastFailed ? 'prepared'
+        : this.txnAborted || syncFailed || this.lastFailed || this.endTag === 'ROLLBACK' || (!this.txnBlock && this.txnFailed) ? 'rolled_back' : 'committed';
       this.transactionEnd(result);
     }
     this.nextTransaction();
@@ -229,7 +243,8 @@ export class SessionPipeline {
     this.txnStatements = 0;
     this.txnBlock = false;
     this.txnAborted = false;
-    this.lastTag = null;
+    this.txnFailed = false;
+    this.endTag = null;
     this.lastFailed = false;
   }
 

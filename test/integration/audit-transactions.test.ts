@@ -6,7 +6,9 @@
 import fs from 'node:fs';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { serialize } from 'pg-protocol';
 import { startTestDaemon, type TestDaemon } from '../helpers/dbward.js';
+import { RawPg } from '../helpers/rawpg.js';
 import { PG, requirePostgres } from '../helpers/services.js';
 
 type Event = Record<string, any>;
@@ -116,6 +118,42 @@ describe('transaction fate in the trail', () => {
     expect(ends(ev)).toMatchObject([{ txn, result: 'rolled_back' }]);
   });
 
+  it('a whole block inside one simple Query is recorded with its fate', async () => {
+    const text = `BEGIN; INSERT INTO ${TABLE} VALUES (50); ROLLBACK`;
+    const ev = await session('tx-one-query', async (c) => {
+      await c.query(text);
+    });
+    expect(ends(ev)).toMatchObject([{ txn: txnOf(ev, text), result: 'rolled_back', statements: 1 }]);
+  });
+
+  it('a pipeline of Executes up to one Sync where a later one fails: the earlier, ok one is rolled back too', async () => {
+    const raw = await RawPg.login(d.port, 'tx-pipeline', PG.database);
+    const ok = `INSERT INTO ${TABLE} VALUES (60)`;
+    const bad = `INSERT INTO ${TABLE} VALUES (60)`.replace('(60)', '(1)'); // id 1 exists: unique violation
+    raw.send(Buffer.concat([
+      serialize.parse({ text: ok }), serialize.bind({}), serialize.execute({}),
+      serialize.parse({ text: bad }), serialize.bind({}), serialize.execute({}),
+      serialize.sync(),
+    ]));
+    await raw.until('readyForQuery');
+    raw.send(serialize.end());
+    raw.end();
+    let events: Event[] = [];
+    await expect.poll(() => {
+      const start = d.audit().find((e) => e.type === 'session_start' && e.identity.user === 'tx-pipeline');
+      events = d.audit().filter((e) => e.session === start?.session);
+      return events.some((e) => e.type === 'session_end');
+    }).toBe(true);
+    const outcomes = events.filter((e) => e.type === 'statement_outcome');
+    expect(outcomes.map((o) => o.outcome.status)).toEqual(['ok', 'error']);
+    expect(outcomes[0]!.txn).toBe(outcomes[1]!.txn);
+    expect(ends(events)).toMatchObject([{ txn: outcomes[0]!.txn, result: 'rolled_back', statements: 2 }]);
+    const check = new pg.Client({ ...PG });
+    await check.connect();
+    expect((await check.query(`SELECT count(*)::int AS n FROM ${TABLE} WHERE id = 60`)).rows[0].n).toBe(0);
+    await check.end();
+  });
+
   it('a session that ends inside a block records it rolled_back', async () => {
     const ev = await session('tx-abandoned', async (c) => {
       await c.query('BEGIN');
@@ -147,7 +185,8 @@ describe('policy loads in the trail', () => {
     }
     await expect.poll(() => d.audit().filter((e) => e.type === 'policy_reload' && e.trigger === 'SIGHUP').length).toBe(2);
     const [invalid, applied] = d.audit().filter((e) => e.type === 'policy_reload' && e.trigger === 'SIGHUP');
-    expect(invalid).toMatchObject({ result: 'invalid', digest: start.digest, error: expect.any(String) });
+    expect(invalid).toMatchObject({ result: 'invalid', rules: start.rules, error: expect.any(String) });
+    expect(invalid!.digest).toBeUndefined();
     expect(applied).toMatchObject({ result: 'applied' });
     expect(applied!.digest).not.toBe(start.digest);
   });

@@ -277,12 +277,12 @@ describe('Joiner', () => {
   const stmt = (id: string, session = 's'): AuditRow => statement(id, session, '10:00:00', 'SELECT 1', ALICE, PROD, allow(), []) as unknown as AuditRow;
   const done = (id: string, txn: number, tags: string[] = [], session = 's'): AuditRow => outcome(id, session, '10:00:00.1', { tags }, txn) as unknown as AuditRow;
 
-  it('lets an autocommit row go at its outcome, and holds rows of a block until its end', () => {
+  it('lets a row go once its session moves to the next txn, and holds rows of a transaction until its end', () => {
     const j = new Joiner({});
     j.push(stmt('X'));
-    expect(j.push(done('X', 1, ['SELECT 1'])).map((r) => r.id)).toEqual(['X']);
+    expect(j.push(done('X', 1, ['SELECT 1']))).toEqual([]);
     j.push(stmt('B0'));
-    expect(j.push(done('B0', 2, ['BEGIN']))).toEqual([]);
+    expect(j.push(done('B0', 2, ['BEGIN'])).map((r) => r.id)).toEqual(['X']);
     j.push(stmt('T'));
     expect(j.push(done('T', 2, ['INSERT 0 1']))).toEqual([]);
     const end = j.push({ ...base('s', '10:00:01', 'transaction_end'), txn: 2, result: 'rolled_back', statements: 2 } as AuditRow);
@@ -296,19 +296,27 @@ describe('Joiner', () => {
     j.push(stmt('T'));
     expect(j.push(done('T', 7))).toEqual([]);
     j.push(stmt('U'));
-    expect(j.push(done('U', 8)).map((r) => [r.id, r.transaction])).toEqual([['B0', undefined], ['T', undefined], ['U', undefined]]);
+    expect(j.push(done('U', 8)).map((r) => [r.id, r.transaction])).toEqual([['B0', undefined], ['T', undefined]]);
+    expect(j.push({ ...base('s', '10:00:02', 'session_end') } as AuditRow).map((r) => r.id)).toEqual(['U']);
 
-    j.push(stmt('V', 's2'));
-    expect(j.push(done('V', 1, ['BEGIN'], 's2'))).toEqual([]);
-    expect(j.push({ ...base('s2', '10:00:02', 'session_end') } as AuditRow).map((r) => r.id)).toEqual(['V']);
-
-    j.push(stmt('W', 's3'));
-    j.push(done('W', 1, ['BEGIN'], 's3'));
+    const k = new Joiner({});
+    k.push(stmt('W', 's3'));
+    k.push(done('W', 1, ['BEGIN'], 's3'));
     const other = { ...base('-', '10:00:03', 'policy_reload') } as AuditRow;
     let released: AuditRow[] = [];
-    for (let i = 0; i < 50_001 && released.length === 0; i++) released = j.push(other);
+    for (let i = 0; i < 50_001 && released.length === 0; i++) released = k.push(other);
     expect(released.map((r) => r.id)).toEqual(['W']);
-    expect(j.pending).toBe(0);
+    expect(k.pending).toBe(0);
+  });
+
+  it('attaches the end of an implicit transaction whose later statement failed to all its rows', () => {
+    const j = new Joiner({});
+    j.push(stmt('E1'));
+    j.push(stmt('E2'));
+    expect(j.push(done('E1', 3, ['INSERT 0 1']))).toEqual([]);
+    expect(j.push(done('E2', 3))).toEqual([]);
+    const end = j.push({ ...base('s', '10:00:01', 'transaction_end'), txn: 3, result: 'rolled_back', statements: 2 } as AuditRow);
+    expect(end.map((r) => [r.id, (r.transaction as any)?.result])).toEqual([['E1', 'rolled_back'], ['E2', 'rolled_back']]);
   });
 
   it('settles rows of a session when it ends', () => {

@@ -376,6 +376,8 @@ export class PgRelay {
     if (this.state === 'closed') return;
     this.state = 'closed';
     this.flushBytes();
+    // A commit the server refused just before the session ended: its ReadyForQuery never came, its fate did.
+    if (this.tracker.syncFailurePending) this.settled.push([null, 'I', true]);
     this.tracker.abandon();
     this.recordOutcomes();
     this.pipeline.end(reason);

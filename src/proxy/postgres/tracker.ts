@@ -61,6 +61,11 @@ export class ResponseTracker {
   /** Called for each ParameterStatus the server sends mid-session (a setting it reports changed). */
   onParameter: ((name: string, value: string) => void) | null = null;
 
+  /** The server failed a Sync (its commit) and the ReadyForQuery after it has not been read yet. */
+  get syncFailurePending(): boolean {
+    return this.syncFailed;
+  }
+
   /** Number of requests awaiting a response. */
   get depth(): number {
     return this.queue.length - this.head;

@@ -37,7 +37,12 @@ interface TextFacts {
   normalized?: string;
 }
 
-const WITHHELD = '(text withheld: it carries a credential and could not be normalized)';
+const WITHHELD = '(text withheld: it carries a credential or literal that could not be normalized away)';
+
+/** `normalized` when no string literal is left in it (a quote or a dollar quote); else null. */
+function withoutLiterals(normalized: string | null): string | null {
+  return normalized === null || normalized.includes("'") || /\$[A-Za-z_\x80-\uffff]*\$/.test(normalized) ? null : normalized;
+}
 
 /** Serializes any event (the general, slower path). */
 export function eventLine(event: AuditEvent): string {
@@ -96,8 +101,9 @@ export class SessionFragments {
     } else if (analysis) {
       const facts = textFacts(analysis);
       if (facts.secret || this.texts.redactLiterals) {
-        // A secret that cannot be normalized is not recorded at all.
-        facts.normalized ??= this.texts.normalize(text) ?? WITHHELD;
+        // libpg_query leaves some literals in place (EXECUTE arguments, some DDL options):
+        // a text that still holds one after normalizing is not recorded at all.
+        facts.normalized ??= withoutLiterals(this.texts.normalize(text)) ?? WITHHELD;
         text = facts.normalized;
         extra = ',"redacted":true';
       }

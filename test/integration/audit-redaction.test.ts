@@ -38,6 +38,8 @@ describe('default settings', () => {
       `CREATE ROLE ${ROLE} LOGIN PASSWORD '${SECRET}'`,
       `ALTER ROLE ${ROLE} PASSWORD '${SECRET}' VALID UNTIL 'infinity' garbage`,
       `DROP ROLE ${ROLE}`,
+      `PREPARE setpw(text) AS SELECT set_config('app.password', $1, false)`,
+      `EXECUTE setpw('${SECRET}')`,
       'SELECT 1 AS n', 'SELECT 2 AS n', `SELECT 'x' AS s`, 'SELECT now()',
     ]);
   });
@@ -49,6 +51,13 @@ describe('default settings', () => {
     expect(created.statement).toMatchObject({ text: `CREATE ROLE ${ROLE} LOGIN PASSWORD $1`, redacted: true });
     const outcome = events.find((e) => e.type === 'statement_outcome' && e.statement_id === created.id)!;
     expect(outcome.outcome.tags).toEqual(['CREATE ROLE']);
+  });
+
+  it('withholds an EXECUTE whose arguments fill a credential, as libpg_query leaves them in place', () => {
+    const withheld = events.filter((e) => e.type === 'statement' && e.statement.text.startsWith('(text withheld'));
+    const executed = withheld.find((e) => e.facts[0].kinds[0] === 'execute');
+    expect(executed?.statement.redacted).toBe(true);
+    expect(executed?.statement.fingerprint).toMatch(/^[0-9a-f]{16}$/);
   });
 
   it('scrubs a text that does not parse, and denies it', () => {

@@ -110,9 +110,9 @@ describe('StatementFacts.secret', () => {
     expect(normalizePg(ss[1]!.text)).toBe('CREATE ROLE app PASSWORD $1');
   });
 
-  it('does not carry a PREPAREd statement\'s credential over to EXECUTE, whose text has none', () => {
-    const ss = facts("PREPARE p AS SELECT dblink_connect('password=hunter2'); EXECUTE p");
-    expect(ss.map((s) => s.secret === true)).toEqual([true, false]);
+  it('marks EXECUTE of a PREPAREd statement that handles a credential: its arguments may be the credential', () => {
+    const ss = facts("PREPARE setpw(text) AS SELECT set_config('app.password', $1, false); EXECUTE setpw('hunter2')");
+    expect(ss.map((s) => s.secret === true)).toEqual([true, true]);
     expect(ss[1]!.kinds).toEqual(['execute', 'select']);
   });
 });

@@ -63,7 +63,11 @@ export class FactsBuilder {
     if (this.planOnly === 0) this.unlimited = true;
   }
 
-  /** Everything another statement's facts say (EXECUTE of a prepared statement), but `secret`: that is about its text. */
+  /**
+   * Everything another statement's facts say (EXECUTE of a prepared statement),
+   * `secret` included: the EXECUTE's arguments fill what the PREPARE left as
+   * parameters, which may be a credential (`set_config('app.password', $1, ...)`).
+   */
   absorb(f: StatementFacts, rebase: (ref: TableRef) => TableRef): void {
     for (let i = 0; i < f.kinds.length; i++) {
       // The stored facts are those of the PREPARE; what runs is what it prepared.
@@ -75,6 +79,7 @@ export class FactsBuilder {
     for (const c of f.columns) this.column(c.table, c.column, c.use);
     for (const fn of f.functions) this.fn(fn);
     for (const fl of f.flags) this.flag(fl);
+    if (f.secret) this.secret = true;
   }
 
   /** The collected facts, for the statement text `text`. */

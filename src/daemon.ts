@@ -47,6 +47,14 @@ export async function startDaemon(config: Config, opts: { log?: Logger; verifier
   const log = opts.log ?? pino({ level: config.log.level, base: { service: 'dbward' } });
   const metrics = new Metrics();
   const targets = new Map<string, PgTarget>(config.targets.map((t) => [t.name, pgTarget(t)]));
+  // The parser (WASM) loads once, before any client can send a statement; before the
+  // trail opens, so a failure here leaves nothing open.
+  await loadPgParser();
+  const analysis = new AnalysisCache(analyzePg);
+  const texts: StatementTexts = { normalize: normalizePg, scrub: scrubSecrets, redactLiterals: config.audit.redactLiterals };
+  // One verifier for all listeners: they share the discovered keys.
+  const verifier = config.identity.mode === 'oidc' ? new TokenVerifier(config.identity.verifier, opts.verifier) : null;
+  if (!verifier) log.warn('identity.mode is unverified: sessions are NOT authenticated (loopback listeners only)');
   const audit = await openTrail(config.audit, metrics, log.child({ room: 'audit' }));
   // An invalid policy stops dbward here: it never starts without one.
   let policy: PolicyHolder;
@@ -67,13 +75,6 @@ export async function startDaemon(config: Config, opts: { log?: Logger; verifier
   policy.onLoad = recordPolicy;
   if (config.policy.watch) policy.watch();
   const cancels = new CancelRegistry();
-  // The parser (WASM) loads once, before any client can send a statement.
-  await loadPgParser();
-  const analysis = new AnalysisCache(analyzePg);
-  const texts: StatementTexts = { normalize: normalizePg, scrub: scrubSecrets, redactLiterals: config.audit.redactLiterals };
-  // One verifier for all listeners: they share the discovered keys.
-  const verifier = config.identity.mode === 'oidc' ? new TokenVerifier(config.identity.verifier, opts.verifier) : null;
-  if (!verifier) log.warn('identity.mode is unverified: sessions are NOT authenticated (loopback listeners only)');
   const listeners: { name: string; listener: PgListener }[] = [];
   const ports: Record<string, number> = {};
   let admin: { server: http.Server; port: number } | null = null;
@@ -143,7 +144,7 @@ export async function startDaemon(config: Config, opts: { log?: Logger; verifier
 function auditRoute(config: Config, verifier: TokenVerifier | null, log: Logger): AdminRoute {
   const cfg = config.audit;
   const source = (): EventSource => (cfg.primary === 'postgres' || !cfg.file
-    ? { kind: 'postgres', table: cfg.postgres!.table, connect: () => connectAuditDb(cfg.postgres!) }
+    ? { kind: 'postgres', table: cfg.postgres!.table, connect: () => connectAuditDb(cfg.postgres!, log) }
     : { kind: 'files', paths: trailFiles(cfg.file.path) });
   const handler = auditSearchHandler({ source });
   return async (req, res, path) => {
@@ -160,8 +161,10 @@ function auditRoute(config: Config, verifier: TokenVerifier | null, log: Logger)
   };
 }
 
-async function connectAuditDb(cfg: NonNullable<Config['audit']['postgres']>): Promise<PgHandle> {
+async function connectAuditDb(cfg: NonNullable<Config['audit']['postgres']>, log: Logger): Promise<PgHandle> {
   const client = new pg.Client({ ...auditDbOptions(cfg), application_name: 'dbward audit search' });
+  // A connection that dies while a search is paused on a slow reader ends that search, not the daemon.
+  client.on('error', (err) => log.warn({ err }, 'audit search connection lost'));
   await client.connect();
   return { client, done: () => client.end() };
 }

@@ -439,6 +439,8 @@ async function connect(url: string | undefined, conf: PostgresAuditConfig | null
     throw new UsageError('give --postgres URL or -c dbward.yaml with an audit.postgres section');
   }
   const client = new pgm.Client({ ...options, application_name: 'dbward audit' });
+  // Reported by the query that fails, not as an unhandled 'error' event.
+  client.on('error', () => undefined);
   await client.connect();
   return { client, done: () => client.end() };
 }

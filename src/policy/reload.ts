@@ -53,7 +53,8 @@ export class PolicyHolder {
       this.problem = (err as Error).message;
       this.metrics.policyReloads.inc({ result: 'invalid' });
       this.log.error({ reason, problems: this.problem }, 'new policy is invalid; the previous policy stays in force');
-      this.onLoad?.({ trigger: reason, ...this.describe('invalid'), error: this.problem.slice(0, 2000) });
+      // The files that were read, not the policy still in force: no digest of the previous one.
+      this.onLoad?.({ trigger: reason, result: 'invalid', rules: this.current.ruleCount, files: this.paths, error: this.problem.slice(0, 2000) });
       return false;
     }
   }

@@ -44,7 +44,7 @@ export interface PipelineDeps {
   /** Statement analysis with its cache, shared by the daemon's sessions. */
   analysis: AnalysisCache;
   audit: AuditSink;
-  /** Fingerprints and redaction for statement texts in the trail; plain texts when absent. */
+  /** Redaction of statement texts in the trail; texts as sent when absent. */
   texts?: StatementTexts;
   metrics: Metrics;
   log: Logger;
@@ -211,8 +211,9 @@ export class SessionPipeline {
    * The server is ready for the next request, in transaction state `status`
    * (I idle, T in a block, E in a failed block). Ends the current transaction
    * when the session is idle again. A transaction_end event is recorded for an
-   * explicit block, and for an implicit one whose commit failed (`syncFailed`);
-   * otherwise a statement's own outcome says it: ok committed, error rolled back.
+   * explicit block, for an implicit one whose commit failed (`syncFailed`), and
+   * for an implicit one of several statements of which one failed; otherwise a
+   * statement's own outcome says it: ok committed, anything else rolled back.
    */
   ready(status: 'I' | 'T' | 'E', syncFailed: boolean): void {
     if (status !== 'I') {

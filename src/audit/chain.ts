@@ -6,7 +6,6 @@
 // line lets a verifier start at any file of a rotated set.
 
 import { createHmac } from 'node:crypto';
-import fs from 'node:fs';
 
 /** The `prev` of the first event of a chain. */
 export const GENESIS = '0'.repeat(64);
@@ -88,38 +87,6 @@ export function unseal(line: string): Sealed | null {
 /** True when `s` was sealed with `key`. */
 export function macValid(key: Buffer, s: Sealed): boolean {
   return macOf(key, s.seq, s.prev, s.body) === s.mac;
-}
-
-/**
- * The head of the chain a file ends with (its last complete line), or null when
- * the file is missing, empty or its last line carries no chain field.
- */
-export function fileHead(file: string): ChainHead | null {
-  let fd: number;
-  try {
-    fd = fs.openSync(file, 'r');
-  } catch {
-    return null;
-  }
-  try {
-    const size = fs.fstatSync(fd).size;
-    // Read backwards in growing windows until the window holds a whole last line.
-    for (let window = 4096; ; window *= 4) {
-      const start = Math.max(0, size - window);
-      const buf = Buffer.alloc(size - start);
-      fs.readSync(fd, buf, 0, buf.length, start);
-      const text = buf.toString('utf8');
-      const end = text.lastIndexOf('\n');
-      if (end < 0 && start > 0) continue;
-      const complete = end < 0 ? '' : text.slice(0, end);
-      const from = complete.lastIndexOf('\n');
-      if (from < 0 && start > 0) continue;
-      const last = unseal(complete.slice(from + 1));
-      return last ? { seq: last.seq, mac: last.mac } : null;
-    }
-  } finally {
-    fs.closeSync(fd);
-  }
 }
 
 /** Reads the chain key: at least 32 bytes, from a file or an environment variable's value. */

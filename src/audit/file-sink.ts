@@ -17,8 +17,9 @@
 
 import fs from 'node:fs';
 import path from 'node:path';
-import { Chain, fileHead, type ChainHead } from './chain.js';
+import { Chain, type ChainHead } from './chain.js';
 import type { AuditSink, SinkObserver } from './events.js';
+import { fileHead, lastLinesOffset, trailFiles } from './read.js';
 
 /** How a file sink writes. */
 export interface FileSinkOptions {
@@ -364,19 +365,10 @@ export function rotatedName(active: string, at: Date): string {
 
 /** The head of the newest rotated sibling of `active`, for an active file that was just rotated away. */
 function newestRotatedHead(active: string): ChainHead | null {
-  const ext = path.extname(active);
-  const stem = path.basename(active, ext);
-  const dir = path.dirname(active);
-  let names: string[];
-  try {
-    names = fs.readdirSync(dir).filter((n) => n.startsWith(`${stem}.`) && n.endsWith(ext) && n !== path.basename(active));
-  } catch {
-    return null;
-  }
   // Timestamps sort lexically; the highest seq wins in case names were touched.
   let best: ChainHead | null = null;
-  for (const n of names) {
-    const h = fileHead(path.join(dir, n));
+  for (const f of trailFiles(active)) {
+    const h = f === active ? null : fileHead(f);
     if (h && (!best || h.seq > best.seq)) best = h;
   }
   return best;
@@ -384,28 +376,14 @@ function newestRotatedHead(active: string): ChainHead | null {
 
 /** Cuts a last line without its newline (a write torn by a crash) off the end of `file`. */
 function dropTornTail(file: string): void {
-  let fd: number;
+  let size: number;
   try {
-    fd = fs.openSync(file, 'r+');
+    size = fs.statSync(file).size;
   } catch {
     return;
   }
-  try {
-    const size = fs.fstatSync(fd).size;
-    const last = Buffer.alloc(1);
-    if (size === 0 || (fs.readSync(fd, last, 0, 1, size - 1) === 1 && last[0] === 0x0a)) return;
-    const window = Buffer.alloc(64 * 1024);
-    for (let end = size; end > 0;) {
-      const start = Math.max(0, end - window.length);
-      const n = fs.readSync(fd, window, 0, end - start, start);
-      const nl = window.subarray(0, n).lastIndexOf(0x0a);
-      if (nl >= 0) return fs.ftruncateSync(fd, start + nl + 1);
-      end = start;
-    }
-    fs.ftruncateSync(fd, 0);
-  } finally {
-    fs.closeSync(fd);
-  }
+  const { offset } = lastLinesOffset(file, 0);
+  if (offset < size) fs.truncateSync(file, offset);
 }
 
 function writeAll(fd: number, buf: Buffer, len: number): void {

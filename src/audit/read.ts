@@ -124,6 +124,16 @@ export function lastLine(file: string): string | null {
   }
 }
 
+/**
+ * The head of the chain a file ends with (its last complete line), or null when
+ * the file is missing, empty or its last line carries no chain field.
+ */
+export function fileHead(file: string): ChainHead | null {
+  const line = lastLine(file);
+  const last = line === null ? null : unseal(line);
+  return last ? { seq: last.seq, mac: last.mac } : null;
+}
+
 /** The lines of several files in the given order, as one stream. */
 export async function* filesLines(files: readonly string[]): AsyncGenerator<TrailLine> {
   for (const f of files) yield* fileLines(f);

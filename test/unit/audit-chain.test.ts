@@ -6,9 +6,10 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { pino } from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { Chain, fileHead, GENESIS, macValid, unseal, type ChainHead } from '../../src/audit/chain.js';
+import { Chain, GENESIS, macValid, unseal, type ChainHead } from '../../src/audit/chain.js';
 import { FileAuditSink, rotatedName, type FileSinkOptions } from '../../src/audit/file-sink.js';
 import { HeadExporter, loadChainKey, readHeadFile } from '../../src/audit/head.js';
+import { fileHead } from '../../src/audit/read.js';
 
 const KEY = Buffer.from('k'.repeat(40));
 const silent = pino({ level: 'silent' });

@@ -18,6 +18,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { Chain, type ChainHead } from './chain.js';
+import { FlushTimer } from './flush-timer.js';
 import type { AuditSink, SinkObserver } from './events.js';
 import { fileHead, lastLinesOffset, trailFiles } from './read.js';
 
@@ -46,9 +47,7 @@ export class FileAuditSink implements AuditSink {
   private fd: number | null;
   private lines: string[] = [];
   private waiters: Waiter[] = [];
-  private scheduled = false;
-  private immediate = false;
-  private timer: NodeJS.Timeout | null = null;
+  private readonly flushTimer = new FlushTimer(() => this.flush());
   private writing = false;
   private closed = false;
   private ok = true;
@@ -114,15 +113,14 @@ export class FileAuditSink implements AuditSink {
 
   async close(): Promise<void> {
     if (this.closed) return;
-    if (this.writing || (this.fsyncMode === 'batch' && (this.scheduled || this.lines.length > 0))) {
+    if (this.writing || (this.fsyncMode === 'batch' && (this.flushTimer.due || this.lines.length > 0))) {
       await new Promise<void>((r) => this.idle.push(r));
     }
     if (this.lines.length > 0) {
       try { this.writeQueuedSync(null); } catch { /* reported through the observer; nothing more to try */ }
     }
     this.closed = true;
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = null;
+    this.flushTimer.cancelTimer();
     if (this.fd !== null) {
       try { fs.fsyncSync(this.fd); } catch { /* closing anyway */ }
       fs.closeSync(this.fd);
@@ -136,16 +134,7 @@ export class FileAuditSink implements AuditSink {
 
   private schedule(delayMs: number): void {
     if (this.writing || this.closed) return;
-    if (this.scheduled && (delayMs > 0 || this.immediate)) return;
-    if (this.timer) clearTimeout(this.timer);
-    this.scheduled = true;
-    this.immediate = delayMs === 0;
-    if (delayMs === 0) {
-      this.timer = null;
-      setImmediate(() => this.flush());
-    } else {
-      this.timer = setTimeout(() => this.flush(), delayMs);
-    }
+    this.flushTimer.request(delayMs);
   }
 
   /**
@@ -266,10 +255,8 @@ export class FileAuditSink implements AuditSink {
   }
 
   private flush(): void {
-    this.scheduled = false;
+    this.flushTimer.started();
     if (this.closed) return;
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = null;
     if (this.lines.length === 0) return this.settleIdle();
     this.observer.queueDepth?.(this.lines.length);
     if (this.fsyncMode === 'none') {
@@ -339,7 +326,7 @@ export class FileAuditSink implements AuditSink {
   }
 
   private settleIdle(): void {
-    if (this.lines.length > 0 || this.writing || this.scheduled) return;
+    if (this.lines.length > 0 || this.writing || this.flushTimer.due) return;
     for (const r of this.idle.splice(0)) r();
   }
 }

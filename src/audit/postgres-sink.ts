@@ -25,6 +25,7 @@ import { resolveSecret } from '../config/secrets.js';
 import { BatchQueue } from './batch-queue.js';
 import { Chain, unseal, type ChainHead } from './chain.js';
 import type { AuditSink, SecondarySink, SinkObserver } from './events.js';
+import { FlushTimer } from './flush-timer.js';
 
 /** Tuning shared by both roles; the defaults suit production. */
 export interface PostgresSinkOptions {
@@ -282,9 +283,7 @@ export class PostgresAuditSink implements AuditSink {
   private ok = false;
   private closed = false;
   private writing = false;
-  private scheduled = false;
-  private immediate = false;
-  private timer: NodeJS.Timeout | null = null;
+  private readonly flushTimer = new FlushTimer(() => void this.flush());
   private retryMs = RETRY_MIN_MS;
   private readonly idle: (() => void)[] = [];
 
@@ -351,8 +350,7 @@ export class PostgresAuditSink implements AuditSink {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = null;
+    this.flushTimer.cancelTimer();
     if (this.writing) await new Promise<void>((r) => this.idle.push(r));
     // One last try for what is queued (a retry backoff may have been pending).
     if (this.queue.length > 0) await this.flush(true);
@@ -370,16 +368,7 @@ export class PostgresAuditSink implements AuditSink {
 
   private schedule(delayMs: number): void {
     if (this.writing || this.closed) return;
-    if (this.scheduled && (delayMs > 0 || this.immediate)) return;
-    if (this.timer) clearTimeout(this.timer);
-    this.scheduled = true;
-    this.immediate = delayMs === 0;
-    if (delayMs === 0) {
-      this.timer = null;
-      setImmediate(() => void this.flush());
-    } else {
-      this.timer = setTimeout(() => void this.flush(), delayMs);
-    }
+    this.flushTimer.request(delayMs);
   }
 
   /**
@@ -388,9 +377,7 @@ export class PostgresAuditSink implements AuditSink {
    * write) gets one immediate retry on a new one, so no statement is refused for it.
    */
   private async flush(final = false): Promise<void> {
-    this.scheduled = false;
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = null;
+    this.flushTimer.started();
     // A flush scheduled before close() is left to close()'s own.
     if ((this.closed && !final) || this.queue.length === 0) return this.settleIdle();
     this.writing = true;
@@ -503,7 +490,7 @@ export class PostgresAuditSink implements AuditSink {
   }
 
   private settleIdle(): void {
-    if (this.writing || this.scheduled) return;
+    if (this.writing || this.flushTimer.due) return;
     for (const r of this.idle.splice(0)) r();
   }
 }

@@ -83,8 +83,12 @@ export class BatchQueue {
     this.wake?.();
   }
 
-  /** Delivers what is queued, waiting at most `timeoutMs`, then stops; returns the lines left undelivered. */
-  async close(timeoutMs: number): Promise<number> {
+  /**
+   * Delivers what is queued, waiting at most `timeoutMs`, then stops: runs
+   * `teardown` (which ends a send still in flight, e.g. by closing the
+   * connection), waits for the loop, and counts the lines left as dropped.
+   */
+  async close(timeoutMs: number, teardown: () => Promise<void>): Promise<void> {
     this.closing = true;
     if (this.depth > 0) {
       let timer: NodeJS.Timeout | undefined;
@@ -97,12 +101,12 @@ export class BatchQueue {
     const left = this.depth;
     this.stopped = true;
     this.wake?.();
-    return left;
-  }
-
-  /** Resolves once the loop has stopped (after close(); a send in flight is awaited). */
-  finished(): Promise<void> {
-    return this.loop;
+    await teardown();
+    await this.loop;
+    if (left > 0) {
+      this.opts.observer.dropped?.(left);
+      this.opts.log.error({ lines: left, sink: this.opts.name }, `audit lines not delivered to the ${this.opts.name} sink before close`);
+    }
   }
 
   private enforceLimit(): void {

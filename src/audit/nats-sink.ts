@@ -107,18 +107,14 @@ export class NatsSecondarySink implements SecondarySink {
   async close(timeoutMs = 5000): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    const left = await this.queue.close(timeoutMs);
-    this.closing = true;
-    const nc = this.nc;
-    this.nc = null;
-    this.js = null;
-    // Rejects publishes still awaiting acks, so the queue's loop can end.
-    await nc?.close().catch(() => undefined);
-    await this.queue.finished();
-    if (left > 0) {
-      this.observer.dropped?.(left);
-      this.log.error({ lines: left }, 'audit lines not delivered to NATS before close');
-    }
+    await this.queue.close(timeoutMs, async () => {
+      this.closing = true;
+      const nc = this.nc;
+      this.nc = null;
+      this.js = null;
+      // Rejects publishes still awaiting acks, so the queue's loop can end.
+      await nc?.close().catch(() => undefined);
+    });
   }
 
   /** The JetStream client, connecting and creating the stream first when needed. */

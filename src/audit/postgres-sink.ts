@@ -555,14 +555,8 @@ export class PostgresSecondarySink implements SecondarySink {
   async close(timeoutMs = 5000): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    const left = await this.queue.close(timeoutMs);
-    // Ends a write still under way: the wait is over.
-    await this.conn.close();
-    await this.queue.finished();
-    if (left > 0) {
-      this.observer.dropped?.(left);
-      this.log.error({ lines: left }, 'audit lines not delivered to the audit database before close');
-    }
+    // Closing the connection ends a write still under way: the wait is over.
+    await this.queue.close(timeoutMs, () => this.conn.close());
   }
 
   private async prepare(): Promise<pg.Client> {

@@ -5,17 +5,11 @@
 import fs from 'node:fs';
 import type { Logger } from 'pino';
 import type { Metrics } from '../admin/metrics.js';
+import type { PolicyReloadEvent } from '../audit/events.js';
 import { loadPolicy, type LoadedPolicy } from './load.js';
 
-/** A load or reload, as the audit trail records it. */
-export interface PolicyLoad {
-  trigger: 'start' | 'watch' | 'SIGHUP';
-  result: 'applied' | 'invalid';
-  rules: number;
-  files: string[];
-  digest?: string;
-  error?: string;
-}
+/** A load or reload, as the audit trail records it (the event without its envelope). */
+export type PolicyLoad = Omit<PolicyReloadEvent, 'v' | 'id' | 'time' | 'session' | 'type'>;
 
 /** Quiet time after the last file event before reloading (editors write in several steps). */
 const SETTLE_MS = 150;

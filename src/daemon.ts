@@ -5,11 +5,10 @@ import fs from 'node:fs';
 import type http from 'node:http';
 import tls from 'node:tls';
 import { pino, type Logger } from 'pino';
-import pg from 'pg';
 import { authorizeAuditReader } from './admin/auth.js';
 import { auditSearchHandler } from './admin/audit-api.js';
 import { startAdminServer, type AdminRoute } from './admin/server.js';
-import { auditDbOptions } from './audit/postgres-sink.js';
+import { auditDbOptions, connectAuditDb } from './audit/postgres-sink.js';
 import { trailFiles, type PgHandle } from './audit/read.js';
 import type { EventSource } from './audit/search.js';
 import { Metrics } from './admin/metrics.js';
@@ -143,8 +142,13 @@ export async function startDaemon(config: Config, opts: { log?: Logger; verifier
 /** /audit/... on the admin server: the trail's search, for callers with a token in one of admin.audit_groups. */
 function auditRoute(config: Config, verifier: TokenVerifier | null, log: Logger): AdminRoute {
   const cfg = config.audit;
+  const connect = (): Promise<PgHandle> => connectAuditDb(
+    { ...auditDbOptions(cfg.postgres!), application_name: 'dbward audit search' },
+    // A connection that dies while a search is paused on a slow reader ends that search, not the daemon.
+    (err) => log.warn({ err }, 'audit search connection lost'),
+  );
   const source = (): EventSource => (cfg.primary === 'postgres' || !cfg.file
-    ? { kind: 'postgres', table: cfg.postgres!.table, connect: () => connectAuditDb(cfg.postgres!, log) }
+    ? { kind: 'postgres', table: cfg.postgres!.table, connect }
     : { kind: 'files', paths: trailFiles(cfg.file.path) });
   const handler = auditSearchHandler({ source });
   return async (req, res, path) => {
@@ -159,14 +163,6 @@ function auditRoute(config: Config, verifier: TokenVerifier | null, log: Logger)
     await handler(req, res);
     return true;
   };
-}
-
-async function connectAuditDb(cfg: NonNullable<Config['audit']['postgres']>, log: Logger): Promise<PgHandle> {
-  const client = new pg.Client({ ...auditDbOptions(cfg), application_name: 'dbward audit search' });
-  // A connection that dies while a search is paused on a slow reader ends that search, not the daemon.
-  client.on('error', (err) => log.warn({ err }, 'audit search connection lost'));
-  await client.connect();
-  return { client, done: () => client.end() };
 }
 
 function pgTarget(t: TargetConfig): PgTarget {

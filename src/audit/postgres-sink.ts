@@ -26,6 +26,7 @@ import { BatchQueue } from './batch-queue.js';
 import { Chain, unseal, type ChainHead } from './chain.js';
 import type { AuditSink, SecondarySink, SinkObserver } from './events.js';
 import { FlushTimer } from './flush-timer.js';
+import type { PgHandle } from './read.js';
 
 /** Tuning shared by both roles; the defaults suit production. */
 export interface PostgresSinkOptions {
@@ -189,6 +190,14 @@ export function auditDbOptions(cfg: PostgresAuditConfig): pg.ClientConfig {
       : cfg.tls.mode === 'require' ? { rejectUnauthorized: false }
       : { rejectUnauthorized: true, ...(cfg.tls.ca !== undefined && { ca: fs.readFileSync(cfg.tls.ca) }) },
   };
+}
+
+/** A client connected with `options`, for reading the table; an 'error' after connecting goes to `onError`, not the process. */
+export async function connectAuditDb(options: pg.ClientConfig, onError: (err: Error) => void): Promise<PgHandle> {
+  const client = new pg.Client(options);
+  client.on('error', onError);
+  await client.connect();
+  return { client, done: () => client.end() };
 }
 
 function clientConfig(cfg: PostgresAuditConfig, o: PostgresSinkOptions): pg.ClientConfig {

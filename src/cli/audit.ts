@@ -428,21 +428,11 @@ async function configAudit(file: string | undefined): Promise<AuditConfig | null
 
 /** Connects to `url`, or to the configured audit database when `url` is undefined. */
 async function connect(url: string | undefined, conf: PostgresAuditConfig | null): Promise<PgHandle> {
-  const { default: pgm } = await import('pg');
-  let options: pg.ClientConfig;
-  if (url !== undefined) {
-    options = { connectionString: url };
-  } else if (conf) {
-    const { auditDbOptions } = await import('../audit/postgres-sink.js');
-    options = auditDbOptions(conf);
-  } else {
-    throw new UsageError('give --postgres URL or -c dbward.yaml with an audit.postgres section');
-  }
-  const client = new pgm.Client({ ...options, application_name: 'dbward audit' });
+  if (url === undefined && !conf) throw new UsageError('give --postgres URL or -c dbward.yaml with an audit.postgres section');
+  const { auditDbOptions, connectAuditDb } = await import('../audit/postgres-sink.js');
+  const options: pg.ClientConfig = url !== undefined ? { connectionString: url } : auditDbOptions(conf!);
   // Reported by the query that fails, not as an unhandled 'error' event.
-  client.on('error', () => undefined);
-  await client.connect();
-  return { client, done: () => client.end() };
+  return connectAuditDb({ ...options, application_name: 'dbward audit' }, () => undefined);
 }
 
 function wrap<T>(f: () => T): T {

@@ -173,11 +173,6 @@ export class FileAuditSink implements AuditSink {
     this.observer.written?.(count, (performance.now() - started) / 1000);
   }
 
-  private seal(line: string, into: string[] | null): string {
-    const out = this.chain ? this.chain.seal(line) : line;
-    into?.push(out);
-    return out;
-  }
 
   /** After a successful write: the head on disk moves, secondaries get the lines. */
   private wrote(sealed: readonly string[] | null): void {
@@ -272,7 +267,8 @@ export class FileAuditSink implements AuditSink {
     }
     const group = this.lines;
     const mark = this.chain?.head;
-    const sealed = group.map((l) => this.seal(l, null));
+    const chain = this.chain;
+    const sealed = chain ? group.map((l) => chain.seal(l)) : group;
     const buf = Buffer.from(sealed.join('\n') + '\n');
     const count = group.length;
     const waiters = this.waiters;

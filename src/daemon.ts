@@ -9,7 +9,9 @@ import { authorizeAuditReader } from './admin/auth.js';
 import { auditSearchHandler } from './admin/audit-api.js';
 import { startAdminServer, type AdminRoute } from './admin/server.js';
 import { auditDbOptions, connectAuditDb } from './audit/postgres-sink.js';
+import { readKey } from './audit/head.js';
 import { trailFiles, type PgHandle } from './audit/read.js';
+import { TargetCatalog } from './masking/catalog.js';
 import type { EventSource } from './audit/search.js';
 import { Metrics } from './admin/metrics.js';
 import { openTrail, type AuditTrail } from './audit/trail.js';
@@ -24,6 +26,7 @@ import { AnalysisCache } from './analysis/cache.js';
 import { analyzePg, loadPgParser } from './analysis/pg/analyze.js';
 import { CancelRegistry } from './proxy/postgres/cancel.js';
 import type { PgTarget, SessionAuth } from './proxy/postgres/connection.js';
+import type { PipelineDeps } from './proxy/session.js';
 import { TokenVerifier, type VerifierOptions } from './identity/verifier.js';
 import { PgListener } from './proxy/postgres/listener.js';
 
@@ -51,6 +54,12 @@ export async function startDaemon(config: Config, opts: { log?: Logger; verifier
   await loadPgParser();
   const analysis = new AnalysisCache(analyzePg);
   const texts: StatementTexts = { normalize: normalizePg, scrub: scrubSecrets, redactLiterals: config.audit.redactLiterals };
+  // One catalog per target, read on a masked session's first need and shared by all sessions.
+  const catalogs = new Map([...targets.values()].map((t) => [t.info.name, new TargetCatalog(t.endpoint, log.child({ room: 'masking', target: t.info.name }))]));
+  const masking: PipelineDeps['masking'] = {
+    catalog: (t) => catalogs.get(t.name)!,
+    hashKey: config.masking.hashKey ? readKey(config.masking.hashKey, 'masking.hash_key', 'the masking hash key') : null,
+  };
   // One verifier for all listeners: they share the discovered keys.
   const verifier = config.identity.mode === 'oidc' ? new TokenVerifier(config.identity.verifier, opts.verifier) : null;
   if (!verifier) log.warn('identity.mode is unverified: sessions are NOT authenticated (loopback listeners only)');
@@ -89,7 +98,7 @@ export async function startDaemon(config: Config, opts: { log?: Logger; verifier
         : { mode: 'unverified' };
       const listener = new PgListener({
         targets, cancels, secureContext, requireTls: l.requireTls, auth, limits: config.limits, analysis,
-        metrics, log: log.child({ listener: l.name }), audit: audit.sink, texts, policy,
+        metrics, log: log.child({ listener: l.name }), audit: audit.sink, texts, policy, masking,
       });
       ports[l.name] = await listener.listen(l.host, l.port);
       listeners.push({ name: l.name, listener });
@@ -179,3 +188,4 @@ function pgTarget(t: TargetConfig): PgTarget {
     defaultRole: t.defaultRole,
   };
 }
+

@@ -90,8 +90,8 @@ export function macValid(key: Buffer, s: Sealed): boolean {
 }
 
 /** Reads the chain key: at least 32 bytes, from a file or an environment variable's value. */
-export function keyFrom(value: string, origin: string): Buffer {
+export function keyFrom(value: string, origin: string, what = 'the audit chain key'): Buffer {
   const key = Buffer.from(value.trim(), 'utf8');
-  if (key.length < 32) throw new Error(`the audit chain key from ${origin} is ${key.length} bytes; it must be at least 32`);
+  if (key.length < 32) throw new Error(`${what} from ${origin} is ${key.length} bytes; it must be at least 32`);
   return key;
 }

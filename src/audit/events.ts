@@ -96,6 +96,14 @@ export interface StatementEvent extends Base {
   analysis_error?: string;
 }
 
+/** One masked output column of a statement: printed `schema.table.column`, `(computed: name)` or `(detected: kind)`. */
+export interface MaskRecord {
+  column: string;
+  rule: string;
+  strategy: string;
+  cells: number;
+}
+
 export interface StatementOutcomeEvent extends Base {
   type: 'statement_outcome';
   statement_id: string;
@@ -106,6 +114,8 @@ export interface StatementOutcomeEvent extends Base {
     rows: number | null;
     sqlstate: string | null;
     duration_ms: number;
+    /** Columns masked in what the client received, with how many cells; never the clear values. Absent when nothing was masked. */
+    masks?: MaskRecord[];
   };
   /**
    * The session's transaction the statement ran in. Its fate is the matching

@@ -74,23 +74,27 @@ export function loadChainKey(
   log: Logger,
   env: NodeJS.ProcessEnv = process.env,
 ): Buffer {
+  if ('generate' in ref && !fs.existsSync(ref.generate)) {
+    fs.mkdirSync(path.dirname(ref.generate), { recursive: true, mode: 0o750 });
+    // 'wx': never overwrite a key another process created meanwhile.
+    fs.writeFileSync(ref.generate, `${randomBytes(32).toString('hex')}\n`, { mode: 0o600, flag: 'wx' });
+    log.warn({ file: ref.generate }, 'created an audit chain key beside the trail; set audit.chain.key to a key kept elsewhere, or the chain only detects accidents');
+  }
+  return readKey('generate' in ref ? { file: ref.generate } : ref, 'audit.chain.key', 'the audit chain key', env);
+}
+
+/** A key of at least 32 bytes from an environment variable or a file; errors name the config `field`. */
+export function readKey(ref: { env: string } | { file: string }, field: string, what: string, env: NodeJS.ProcessEnv = process.env): Buffer {
   if ('env' in ref) {
     const value = env[ref.env];
-    if (value === undefined || value === '') throw new Error(`audit.chain.key: environment variable ${ref.env} is not set`);
-    return keyFrom(value, `environment variable ${ref.env}`);
-  }
-  const file = 'file' in ref ? ref.file : ref.generate;
-  if ('generate' in ref && !fs.existsSync(file)) {
-    fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o750 });
-    // 'wx': never overwrite a key another process created meanwhile.
-    fs.writeFileSync(file, `${randomBytes(32).toString('hex')}\n`, { mode: 0o600, flag: 'wx' });
-    log.warn({ file }, 'created an audit chain key beside the trail; set audit.chain.key to a key kept elsewhere, or the chain only detects accidents');
+    if (value === undefined || value === '') throw new Error(`${field}: environment variable ${ref.env} is not set`);
+    return keyFrom(value, `environment variable ${ref.env}`, what);
   }
   let text: string;
   try {
-    text = fs.readFileSync(file, 'utf8');
+    text = fs.readFileSync(ref.file, 'utf8');
   } catch (err) {
-    throw new Error(`audit.chain.key: cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? 'read failed'})`);
+    throw new Error(`${field}: cannot read ${ref.file} (${(err as NodeJS.ErrnoException).code ?? 'read failed'})`);
   }
-  return keyFrom(text, file);
+  return keyFrom(text, ref.file, what);
 }

@@ -84,7 +84,8 @@ export class SessionFragments {
   outcome(statementId: string, outcome: StatementOutcomeEvent['outcome'], txn: number): string {
     return `{"v":1,"id":"${randomUUID()}","time":"${timeNow()}","session":${this.sessionJson},"type":"statement_outcome",`
       + `"statement_id":"${statementId}","outcome":{"status":"${outcome.status}","tags":${this.tagsJson(outcome.tags)},"rows":${outcome.rows},`
-      + `"sqlstate":${outcome.sqlstate === null ? 'null' : JSON.stringify(outcome.sqlstate)},"duration_ms":${numberJson(outcome.duration_ms)}},"txn":${txn}}`;
+      + `"sqlstate":${outcome.sqlstate === null ? 'null' : JSON.stringify(outcome.sqlstate)},"duration_ms":${numberJson(outcome.duration_ms)}`
+      + `${outcome.masks ? `,"masks":${JSON.stringify(outcome.masks)}` : ''}},"txn":${txn}}`;
   }
 
   /** The statement record: the text (normalized when it must be), its fingerprint, and the protocol's names. */

@@ -4,7 +4,7 @@ import { hostname } from 'node:os';
 import path from 'node:path';
 import { resolveIdentityConfig } from '../identity/types.js';
 import { isLoopbackHost } from '../identity/verifier.js';
-import type { AuditConfig, Config, IdentitySettings, PostgresAuditConfig, ListenerConfig, SecretRef, TargetConfig } from './types.js';
+import type { AuditConfig, Config, MaskingConfig, IdentitySettings, PostgresAuditConfig, ListenerConfig, SecretRef, TargetConfig } from './types.js';
 import { fieldPath, type Locator, type PathSegment } from './locate.js';
 import type { SchemaProblem } from './schema.js';
 
@@ -67,6 +67,7 @@ export interface RawConfig {
   identity: RawIdentity;
   policy: { path: string | string[]; watch?: boolean };
   audit?: RawAudit;
+  masking?: { hash_key?: { env?: string; file?: string } };
   admin?: { host?: string; port?: number | null; audit_groups?: string[] };
   limits?: { max_message_bytes?: number; max_startup_bytes?: number; startup_timeout_ms?: number };
   log?: { level?: Config['log']['level'] };
@@ -196,6 +197,7 @@ export function buildConfig(raw: RawConfig, source: string): Config {
     identity: identitySettings(raw.identity),
     policy: { paths: (Array.isArray(raw.policy.path) ? raw.policy.path : [raw.policy.path]).map(rel), watch: raw.policy.watch ?? true },
     audit: auditConfig(raw.audit ?? {}, rel),
+    masking: { hashKey: hashKeyRef(raw.masking?.hash_key, rel) },
     // `port: null` must survive as null (admin disabled), so only a missing key gets the default.
     admin: {
       host: raw.admin?.host ?? '127.0.0.1',
@@ -210,6 +212,11 @@ export function buildConfig(raw: RawConfig, source: string): Config {
     log: { level: raw.log?.level ?? 'info' },
     shutdown: { drainTimeoutMs: raw.shutdown?.drain_timeout_ms ?? 30_000 },
   };
+}
+
+function hashKeyRef(key: { env?: string; file?: string } | undefined, rel: (p: string) => string): MaskingConfig['hashKey'] {
+  if (key?.env !== undefined) return { env: key.env };
+  return key?.file !== undefined ? { file: rel(key.file) } : null;
 }
 
 function auditConfig(raw: RawAudit, rel: (p: string) => string): AuditConfig {

@@ -56,6 +56,12 @@ export interface TargetConfig {
 }
 
 
+/** Column masking settings (the rules are policy). */
+export interface MaskingConfig {
+  /** The hash strategy's HMAC key; null when none is configured. */
+  hashKey: { env: string } | { file: string } | null;
+}
+
 /** How sessions are authenticated. */
 export type IdentitySettings =
   | { mode: 'unverified' }
@@ -140,6 +146,7 @@ export interface Config {
   identity: IdentitySettings;
   policy: PolicyConfig;
   audit: AuditConfig;
+  masking: MaskingConfig;
   admin: AdminConfig;
   limits: LimitsConfig;
   log: { level: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent' };

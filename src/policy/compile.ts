@@ -5,12 +5,13 @@
 // collected here with their positions.
 
 import type { ConfigProblem } from '../config/errors.js';
+import { compileMasking, type CompiledMasking } from '../masking/policy.js';
 import type { Locator, PathSegment } from '../config/locate.js';
 import { fieldPath } from '../config/locate.js';
 import { GlobError, globsRegex } from './glob.js';
 import { ANY_IDENT, isWildcard, partSource, splitName, type NamePart } from './names.js';
 import { ClaimMatcher, ColumnPatterns, FunctionPatterns, IdentityMatcher, StatementMatcher, TablePatterns, TargetMatcher, flagBit, kindBits } from './match.js';
-import type { RawPolicy, RawRule, RuleAction } from './types.js';
+import type { RawIdentityMatch, RawPolicy, RawRule, RawTargetMatch, RuleAction } from './types.js';
 
 /** One parsed policy file. */
 export interface PolicySource {
@@ -52,6 +53,7 @@ export interface CompiledPolicy {
   rules: CompiledRule[];
   defaultAction: 'allow' | 'deny';
   sources: string[];
+  masking: CompiledMasking;
 }
 
 const DEFAULT_TTL_SEC = 3600;
@@ -88,7 +90,9 @@ export function compilePolicy(sources: PolicySource[]): { policy: CompiledPolicy
       rules.push(rule);
     });
   }
-  return { policy: { rules, defaultAction: defaultAction ?? 'deny', sources: sources.map((s) => s.file) }, problems };
+  const { masking, problems: maskProblems } = compileMasking(sources, new Set(seen.keys()));
+  problems.push(...maskProblems);
+  return { policy: { rules, defaultAction: defaultAction ?? 'deny', sources: sources.map((s) => s.file), masking }, problems };
 }
 
 type Report = (path: PathSegment[], message: string) => void;
@@ -110,21 +114,8 @@ function compileRule(raw: RawRule, index: number, path: PathSegment[], source: P
 
   checkActionFields(raw, path, report);
 
-  const id = m.identity;
-  const identity = id === undefined ? null : glob(['match', 'identity'], () => new IdentityMatcher(
-    id.users ?? null,
-    id.groups ? globsRegex(id.groups) : null,
-    id.kind === undefined ? null : new Set([id.kind].flat()),
-    id.claims ? Object.entries(id.claims).map(([p, v]) => new ClaimMatcher(p, [v].flat())) : null,
-  ));
-
-  const t = m.target;
-  const target = t === undefined ? null : glob(['match', 'target'], () => new TargetMatcher(
-    t.name === undefined ? null : globsRegex([t.name].flat()),
-    t.engine === undefined ? null : new Set([t.engine].flat()),
-    t.environment === undefined ? null : globsRegex([t.environment].flat()),
-    t.labels ? Object.entries(t.labels).map(([k, v]) => ({ key: k, re: globsRegex([v].flat()) })) : null,
-  ));
+  const identity = m.identity === undefined ? null : glob(['match', 'identity'], () => identityMatcher(m.identity!));
+  const target = m.target === undefined ? null : glob(['match', 'target'], () => targetMatcher(m.target!));
 
   const s = m.statement;
   let statement: StatementMatcher | null = null;
@@ -160,6 +151,26 @@ function compileRule(raw: RawRule, index: number, path: PathSegment[], source: P
     rows: raw.rows ?? 0,
     identity, target, statement, unparsable, raw, path, source,
   };
+}
+
+/** The identity condition of a rule; throws GlobError for a bad glob. */
+export function identityMatcher(id: RawIdentityMatch): IdentityMatcher {
+  return new IdentityMatcher(
+    id.users ?? null,
+    id.groups ? globsRegex(id.groups) : null,
+    id.kind === undefined ? null : new Set([id.kind].flat()),
+    id.claims ? Object.entries(id.claims).map(([p, v]) => new ClaimMatcher(p, [v].flat())) : null,
+  );
+}
+
+/** The target condition of a rule; throws GlobError for a bad glob. */
+export function targetMatcher(t: RawTargetMatch): TargetMatcher {
+  return new TargetMatcher(
+    t.name === undefined ? null : globsRegex([t.name].flat()),
+    t.engine === undefined ? null : new Set([t.engine].flat()),
+    t.environment === undefined ? null : globsRegex([t.environment].flat()),
+    t.labels ? Object.entries(t.labels).map(([k, v]) => ({ key: k, re: globsRegex([v].flat()) })) : null,
+  );
 }
 
 const ACTION_FIELDS: Record<string, RuleAction[]> = {

@@ -4,6 +4,7 @@
 // decisions say so (no rule ids, default: true) so the audit trail is honest.
 
 import type { Analysis } from '../analysis/facts.js';
+import type { CompiledMasking } from '../masking/policy.js';
 import type { SessionIdentity, TargetInfo } from '../proxy/session.js';
 
 /** What policy says about one SQL string (all of its statements together). */
@@ -25,6 +26,8 @@ export interface Decision {
 /** Decides statements for sessions. Synchronous and allocation-light: decisions sit on the hot path. */
 export interface PolicyEngine {
   decide(identity: SessionIdentity, target: TargetInfo, analysis: Analysis): Decision;
+  /** The policy's masking rules; absent means none. */
+  readonly masking?: CompiledMasking;
 }
 
 const ALLOW_DEFAULT: Decision = Object.freeze({ action: 'allow', ruleIds: [], default: true }) as Decision;

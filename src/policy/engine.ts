@@ -9,6 +9,7 @@ import type { Analysis, StatementFacts } from '../analysis/facts.js';
 import type { SessionIdentity } from '../identity/types.js';
 import type { TargetInfo } from '../proxy/session.js';
 import type { Decision, PolicyEngine } from './decide.js';
+import type { CompiledMasking } from '../masking/policy.js';
 import type { CompiledPolicy, CompiledRule } from './compile.js';
 import { FactsView } from './match.js';
 
@@ -64,6 +65,7 @@ export class CompiledPolicyEngine implements PolicyEngine {
   readonly sources: string[];
   readonly defaultAction: 'allow' | 'deny';
   readonly rules: readonly CompiledRule[];
+  readonly masking: CompiledMasking;
 
   private readonly sessions = new WeakMap<object, Candidates>();
   private readonly view = new FactsView();
@@ -79,6 +81,7 @@ export class CompiledPolicyEngine implements PolicyEngine {
     this.ruleCount = policy.rules.length;
     this.sources = policy.sources;
     this.defaultAction = policy.defaultAction;
+    this.masking = policy.masking;
     const n = policy.rules.length;
     this.results = new Uint8Array(n);
     this.marks = [new Int32Array(n), new Int32Array(n), new Int32Array(n)];

@@ -76,8 +76,11 @@ function describe(e: ErrorObject, at: PathSegment[]): string {
   switch (e.keyword) {
     case 'type':
       return `must be ${String(p.type).split(',').map(article).join(' or ')} (got ${kindOf(e.data)})`;
-    case 'anyOf':
+    case 'anyOf': {
+      const required = (e.schema as { required?: string[] }[]).map((b) => b.required?.[0]);
+      if (required.every((r) => r !== undefined)) return `give at least one of ${required.join(', ')}`;
       return `must be ${branches(e.schema as Branch[])} (got ${kindOf(e.data)})`;
+    }
     case 'oneOf': {
       const required = (e.schema as { required?: string[] }[]).map((b) => b.required?.[0]);
       if (required.every((r) => r !== undefined)) return `give exactly one of ${required.join(' or ')}`;

@@ -4,6 +4,7 @@
 // the type checks keep them equal to the analyzer's unions.
 
 import type { StatementFlag, StatementKind } from '../analysis/facts.js';
+import type { DetectorName, MaskStrategyName } from '../masking/types.js';
 
 /** Every statement kind the analyzer reports, in facts.ts order. */
 export const STATEMENT_KINDS = [
@@ -75,8 +76,34 @@ export interface RawRule {
   rows?: number;
 }
 
+export interface RawSessionMatch {
+  identity?: RawIdentityMatch;
+  target?: RawTargetMatch;
+}
+
+export interface RawMaskRule {
+  id: string;
+  description?: string;
+  columns?: string[];
+  classifications?: string[];
+  detect?: DetectorName[];
+  strategy: MaskStrategyName;
+  keep_first?: number;
+  keep_last?: number;
+  match?: RawSessionMatch;
+  exempt?: RawSessionMatch;
+}
+
+export interface RawMasking {
+  strict?: boolean;
+  derived?: 'mask' | 'deny';
+  classifications?: Record<string, string[]>;
+  rules?: RawMaskRule[];
+}
+
 /** One policy file as written. */
 export interface RawPolicy {
   default?: 'allow' | 'deny';
   rules?: RawRule[];
+  masking?: RawMasking;
 }

@@ -14,6 +14,9 @@ import type { SqlSessionState } from '../analysis/session-state.js';
 import type { SessionIdentity } from '../identity/types.js';
 import { decideWithBuiltins } from '../policy/builtin.js';
 import type { Decision, PolicyEngine } from '../policy/decide.js';
+import type { TargetCatalog } from '../masking/catalog.js';
+import { rulesFor } from '../masking/policy.js';
+import { SessionMasking, type StatementTaint } from '../masking/session.js';
 
 export type { SessionIdentity } from '../identity/types.js';
 
@@ -48,6 +51,8 @@ export interface PipelineDeps {
   texts?: StatementTexts;
   metrics: Metrics;
   log: Logger;
+  /** The catalog of a target (for masking) and the hash strategy's key; absent: policies may not mask. */
+  masking?: { catalog(target: TargetInfo): TargetCatalog; hashKey: Buffer | null };
 }
 
 /** A policy decision together with the analysis it was made on. */
@@ -55,11 +60,18 @@ export interface Ruling {
   /** The engine's decision object (shared, so its audit JSON is computed once). */
   decision: Decision;
   analysis: Analysis;
+  /** In masked sessions: what the statement does with masked columns. */
+  taint?: StatementTaint;
 }
 
 /** Command tags of transaction control, and those that end a transaction (ROLLBACK TO SAVEPOINT's tag is ROLLBACK too; a later COMMIT overrides it). */
 const TX_CONTROL_TAGS: ReadonlySet<string> = new Set(['BEGIN', 'START TRANSACTION', 'COMMIT', 'ROLLBACK', 'PREPARE TRANSACTION']);
 const TX_END_TAGS: ReadonlySet<string> = new Set(['COMMIT', 'ROLLBACK', 'PREPARE TRANSACTION']);
+
+const MASKED_FAST_PATH: Decision = Object.freeze({
+  action: 'deny', ruleIds: [], default: false,
+  message: 'fast-path function calls are refused in sessions with masked columns (their results cannot be masked)',
+}) as Decision;
 
 /** Rulings remembered per session, by statement text: a repeated statement costs a map lookup. */
 const MAX_RULINGS = 512;
@@ -89,6 +101,9 @@ export class SessionPipeline {
   private readonly rulings = new Map<string, Ruling>();
   private rulingsEngine: PolicyEngine | null = null;
   private rulingsVersion = -1;
+  private rulingsCatalog = -1;
+  private maskingEngine: PolicyEngine | null = null;
+  private maskingNow: SessionMasking | null = null;
   /**
    * The transaction the server is in, numbered per session. Outcomes and
    * ReadyForQuery reach the pipeline in the server's order, so a statement's
@@ -133,13 +148,20 @@ export class SessionPipeline {
   /** Analyzes a statement and decides it (synchronous; no I/O; cached by text). */
   decide(stmt: StatementRequest): Ruling {
     const engine = this.deps.policy.current;
-    if (engine !== this.rulingsEngine || this.sql.version !== this.rulingsVersion) {
-      // A reloaded policy, or a session change (search_path, PREPARE), invalidates what was decided.
+    const masking = this.masking;
+    const catalogVersion = masking?.catalog.current?.version ?? -1;
+    if (engine !== this.rulingsEngine || this.sql.version !== this.rulingsVersion || catalogVersion !== this.rulingsCatalog) {
+      // A reloaded policy, a session change (search_path, PREPARE) or a new catalog reading invalidates what was decided.
       this.rulings.clear();
       this.rulingsEngine = engine;
       this.rulingsVersion = this.sql.version;
+      this.rulingsCatalog = catalogVersion;
     }
-    if (stmt.protocol === 'function_call') return this.rule(engine, fastPathAnalysis(stmt.functionOid ?? -1));
+    if (stmt.protocol === 'function_call') {
+      // A fast-path call returns a value no RowDescription describes: nothing to mask it by.
+      if (masking) return { decision: MASKED_FAST_PATH, analysis: fastPathAnalysis(stmt.functionOid ?? -1) };
+      return this.rule(engine, fastPathAnalysis(stmt.functionOid ?? -1));
+    }
     const cached = this.rulings.get(stmt.text);
     if (cached) return cached;
     const ruling = this.rule(engine, this.deps.analysis.get(stmt.text, this.sql));
@@ -159,7 +181,37 @@ export class SessionPipeline {
       this.deps.log.error({ err, session: this.id }, 'policy engine failed; statement denied');
       decision = { action: 'deny', ruleIds: [], default: false, message: 'dbward could not evaluate its policy for this statement' };
     }
-    return { decision, analysis };
+    const masking = this.masking;
+    const snapshot = masking?.catalog.current;
+    if (!masking || !snapshot || !analysis.ok) return { decision, analysis };
+    const taint = masking.taint(snapshot, analysis.statements);
+    const refusal = decision.action === 'allow' ? masking.check(analysis, taint) : null;
+    if (refusal) decision = { action: 'deny', ruleIds: [refusal.rule], default: false, message: refusal.message };
+    return { decision, analysis, taint };
+  }
+
+  /** True when the policy masks anything for anyone: DDL then makes the target's catalog stale. */
+  get watchesCatalog(): boolean {
+    return this.deps.masking !== undefined && (this.deps.policy.current.masking?.rules.length ?? 0) > 0;
+  }
+
+  /** A statement changed the schema: the target's catalog is read again before the next masked result. */
+  catalogChanged(): void {
+    this.deps.masking?.catalog(this.target).invalidate();
+  }
+
+  /** The masking rules that apply to this session under the current policy; null when none do. */
+  get masking(): SessionMasking | null {
+    const engine = this.deps.policy.current;
+    if (engine !== this.maskingEngine) {
+      this.maskingEngine = engine;
+      const m = this.deps.masking;
+      const compiled = engine.masking;
+      const rules = m && compiled ? rulesFor(compiled, this.identity, this.target) : [];
+      this.maskingNow = rules.length === 0 || !m || !compiled ? null
+        : new SessionMasking(rules, { strict: compiled.strict, derived: compiled.derived }, m.catalog(this.target), m.hashKey);
+    }
+    return this.maskingNow;
   }
 
   /**
@@ -202,9 +254,11 @@ export class SessionPipeline {
       if (TX_END_TAGS.has(tag)) this.endTag = tag;
     }
     // A literal, not a spread: a spread takes V8's slow path and defeats the serializer's inline caches.
-    this.safeAppend(this.fragments.outcome(admission.eventId, {
+    const record: Outcome = {
       status: outcome.status, tags: outcome.tags, rows: outcome.rows, sqlstate: outcome.sqlstate, duration_ms: Math.round(durationMs * 1000) / 1000,
-    }, this.txn));
+    };
+    if (outcome.masks) record.masks = outcome.masks;
+    this.safeAppend(this.fragments.outcome(admission.eventId, record, this.txn));
   }
 
   /**

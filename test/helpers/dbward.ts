@@ -54,6 +54,8 @@ export async function startTestDaemon(opts: {
   auditGroups?: string[];
   /** The audit section, given the audit file path (default: testAuditConfig). */
   audit?: (file: string) => AuditConfig;
+  /** masking.hash_key. */
+  maskingHashKey?: { env: string } | { file: string };
 } = {}): Promise<TestDaemon> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dbward-test-'));
   const auditPath = opts.auditPath ?? path.join(dir, 'audit.jsonl');
@@ -66,6 +68,7 @@ export async function startTestDaemon(opts: {
     identity: opts.identity ?? { mode: 'unverified' },
     policy: { paths: opts.policyPaths ?? [policyPath], watch: false },
     audit: opts.audit ? opts.audit(auditPath) : testAuditConfig(auditPath, dir),
+    masking: { hashKey: opts.maskingHashKey ?? null },
     admin: { host: '127.0.0.1', port: 0, auditGroups: opts.auditGroups ?? ['dbward-auditors'] },
     limits: { maxMessageBytes: 64 * 1024 * 1024, maxStartupBytes: 10_000, startupTimeoutMs: 5_000, ...opts.limits },
     log: { level: 'silent' },

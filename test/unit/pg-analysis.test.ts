@@ -67,7 +67,7 @@ const EVERYDAY: AnalyzerCase[] = [
   { name: 'upsert', sql: 'INSERT INTO t (a, b) VALUES (1, 2) ON CONFLICT (a) DO UPDATE SET b = excluded.b WHERE t.c > 0', statements: [{ writes: ['t'], reads: ['t'], columns: [['t', 'b', 'set'], ['t', 'c', 'predicate']] }] },
   { name: 'INSERT DEFAULT VALUES', sql: 'INSERT INTO t DEFAULT VALUES', statements: [{ kinds: ['insert'], writes: ['t'] }] },
   { name: 'UPDATE with WHERE', sql: "UPDATE users SET email = 'x' WHERE id = 1 RETURNING ssn", statements: [{ kinds: ['update'], writes: ['users'], reads: ['users'], noFlags: ['no_where'], columns: [['users', 'email', 'set'], [null, 'id', 'predicate'], [null, 'ssn', 'returning']] }] },
-  { name: 'UPDATE FROM', sql: 'UPDATE t SET a = u.a FROM u WHERE t.id = u.id', statements: [{ writes: ['t'], reads: ['t', 'u'], columns: [['t', 'a', 'set'], ['u', 'a', 'set'], ['t', 'id', 'predicate']] }] },
+  { name: 'UPDATE FROM', sql: 'UPDATE t SET a = u.a FROM u WHERE t.id = u.id', statements: [{ writes: ['t'], reads: ['t', 'u'], columns: [['t', 'a', 'set'], ['u', 'a', 'other'], ['t', 'id', 'predicate']] }] },
   { name: 'UPDATE with an alias', sql: 'UPDATE public.users AS x SET a = 1 WHERE x.id = 2', statements: [{ writes: ['public.users'], columns: [['public.users', 'id', 'predicate'], ['public.users', 'a', 'set']] }] },
   { name: 'UPDATE multiple assignment', sql: 'UPDATE t SET (a, b) = (SELECT x, y FROM u LIMIT 1) WHERE id = 1', statements: [{ reads: ['t', 'u'], columns: [['t', 'a', 'set'], ['t', 'b', 'set']] }] },
   { name: 'DELETE with WHERE', sql: 'DELETE FROM sessions WHERE expires < now()', statements: [{ kinds: ['delete'], writes: ['sessions'], functions: ['now'], noFlags: ['no_where'] }] },

@@ -4,7 +4,7 @@
 
 import { serialize } from 'pg-protocol';
 import { describe, expect, it } from 'vitest';
-import { BackendScanner, FrontendReader, MAX_CAPTURED_FRAME, type Frame } from '../../src/proxy/postgres/frames.js';
+import { BackendScanner, FrontendReader, HOLD, MAX_CAPTURED_FRAME, type Frame } from '../../src/proxy/postgres/frames.js';
 import {
   clientMessages, commandComplete, dataRow, errorResponse, expectBytes, expectPgError, header, msg,
   prng, randomChunks, readyForQuery, serverStream, splitFrames,
@@ -317,5 +317,32 @@ describe('BackendScanner: split headers and bad frames', () => {
     s.feed(Buffer.concat([header('D', MAX_CAPTURED_FRAME), Buffer.alloc(10)]), out);
     expect(Buffer.concat(out).length).toBe(15);
     expect(seen).toHaveLength(0);
+  });
+});
+
+describe('BackendScanner HOLD (a frame that must wait for the catalog)', () => {
+  it('stops before the held frame at every split, keeps later bytes, and resumes in order', () => {
+    const stream = Buffer.concat(frames);
+    const holdAt = frames.findIndex((f) => f[0] === 'C'.charCodeAt(0));
+    expect(holdAt).toBeGreaterThan(0);
+    for (let cut = 0; cut <= stream.length; cut++) {
+      let held = false;
+      const s = new BackendScanner('C', () => {
+        if (!held) {
+          held = true;
+          return HOLD;
+        }
+        return undefined;
+      });
+      const out: Buffer[] = [];
+      s.feed(Buffer.from(stream.subarray(0, cut)), out);
+      s.feed(Buffer.from(stream.subarray(cut)), out);
+      const before = frames.slice(0, holdAt).reduce((n, f) => n + f.length, 0);
+      expect(Buffer.concat(out).equals(stream.subarray(0, before)), `cut ${cut}`).toBe(true);
+      expect(s.holding).toBe(true);
+      for (const chunk of s.release()) s.feed(chunk, out);
+      expect(s.holding).toBe(false);
+      expect(Buffer.concat(out).equals(stream), `cut ${cut}`).toBe(true);
+    }
   });
 });

@@ -15,7 +15,7 @@ function sink() {
 }
 
 /** Feeds whole server messages (as bytes) to the tracker; returns its replacements. */
-function server(t: ResponseTracker, ...frames: Buffer[]): (Buffer | null | undefined)[] {
+function server(t: ResponseTracker, ...frames: Buffer[]): ReturnType<ResponseTracker['onMessage']>[] {
   return frames.map((f) => t.onMessage(f[0]!, f.subarray(5)));
 }
 
@@ -195,7 +195,7 @@ describe('ResponseTracker: replaceError, abandon, txStatus', () => {
     const out = sink();
     t.push({ kind, onOutcome: out, replaceError: refusal });
     t.push({ kind: 'sync' });
-    const [replacement] = server(t, err('42601', 'syntax error at or near "stand-in"'));
+    const replacement = server(t, err('42601', 'syntax error at or near "stand-in"'))[0] as Buffer;
     expect(replacement).toBeInstanceOf(Buffer);
     expect(String.fromCharCode(replacement![0]!)).toBe('E');
     expect(replacement!.readInt32BE(1)).toBe(replacement!.length - 1);
@@ -285,7 +285,7 @@ describe('row limits (limit_rows)', () => {
     t.push({ kind: 'query', limit });
     const out = server(t, dataRow, dataRow, dataRow, dataRow, selectTag(4));
     expect(out.slice(0, 4)).toEqual([undefined, undefined, null, null]);
-    const last = out[4]!;
+    const last = out[4] as Buffer;
     expect(last[0]).toBe('N'.charCodeAt(0));
     expect(last.toString()).toContain('dbward withheld 2 row(s): at most 2 may be returned (rule cap)');
     expect(last.subarray(last.length - selectTag(4).length)).toEqual(selectTag(4));

@@ -199,7 +199,8 @@ function targets(w: Walker, list: unknown, table: string | null, use: ColumnUse)
       n++;
     }
     w.visitAs(rt.indirection, use);
-    w.visitAs(rt.val, use);
+    // The value assigned is read, not written: `SET name = email` copies email.
+    w.visitAs(rt.val, use === 'set' ? 'other' : use);
   }
   return n;
 }

@@ -183,6 +183,24 @@ export class PgConnection {
       this.deps.log.error({ err }, 'audit write failed; session refused');
       return this.refuse(new PgError('58030', 'session refused: the audit trail cannot be written', 'FATAL'), user, targetName);
     }
+    const masking = pipeline.masking;
+    const unkeyed = masking?.hashKey === null ? masking.rules.find((r) => r.spec.strategy === 'hash') : undefined;
+    if (unkeyed) {
+      upstream.socket.destroy();
+      pipeline.end('masking_unavailable');
+      return this.refuse(new PgError('58000', `session refused: masking rule "${unkeyed.id}" uses strategy hash, and dbward.yaml sets no masking.hash_key`, 'FATAL'), user, targetName);
+    }
+    if (masking) {
+      // Masked sessions are judged against the catalog from their first statement on.
+      try {
+        await masking.catalog.load();
+      } catch (err) {
+        upstream.socket.destroy();
+        this.deps.log.error({ err, target: targetName }, 'target catalog could not be read; masked session refused');
+        pipeline.end('catalog_unavailable');
+        return this.refuse(new PgError('58000', `session refused: dbward could not read the catalog of target "${targetName}" to mask results`, 'FATAL'), user, targetName);
+      }
+    }
     const key = this.deps.cancels.issue({ cancel: () => sendCancel(target.endpoint, upstream.pid, upstream.secret) });
     const greeting = [authenticationOk(), ...upstream.parameters.map(([k, v]) => parameterStatus(k, v)), backendKeyData(key.pid, key.secret), readyForQuery('I')];
     this.socket.write(Buffer.concat(greeting));

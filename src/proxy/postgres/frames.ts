@@ -61,11 +61,16 @@ export class FrontendReader {
   }
 }
 
+/** Returned by a capture handler that cannot judge a frame yet (masking waits for the catalog). */
+export const HOLD = Symbol('hold');
+
 /**
  * What the session does with a held-back server frame: `undefined` forwards it
- * unchanged, a Buffer replaces it (possibly with several messages), null drops it.
+ * unchanged, a Buffer replaces it (possibly with several messages), null drops it,
+ * HOLD stops the scan before it: the frame and everything after it wait, unread,
+ * until `release()` hands them back to be fed again.
  */
-export type CaptureHandler = (type: number, payload: Buffer, raw: Buffer) => Buffer | null | undefined;
+export type CaptureHandler = (type: number, payload: Buffer, raw: Buffer) => Buffer | null | undefined | typeof HOLD;
 
 /** Largest server frame dbward will hold back to read (errors, tags, parameters). */
 export const MAX_CAPTURED_FRAME = 16 * 1024 * 1024;
@@ -82,6 +87,7 @@ export class BackendScanner {
   private headerLen = 0; // bytes of a header split across chunks
   private capBuf: Buffer | null = null;
   private capFilled = 0;
+  private held: Buffer[] | null = null;
 
   constructor(captureTypes: string, private readonly onCapture: CaptureHandler) {
     for (const c of captureTypes) this.captured[c.charCodeAt(0)] = 1;
@@ -98,6 +104,10 @@ export class BackendScanner {
    * (one write). Throws PgError on a bad frame.
    */
   feed(chunk: Buffer, out: Buffer[]): void {
+    if (this.held) {
+      this.held.push(chunk);
+      return;
+    }
     let pos = 0;
     let segStart = 0; // start of the run of this chunk's bytes not yet pushed
     const n = chunk.length;
@@ -120,7 +130,7 @@ export class BackendScanner {
         if (this.capFilled === this.capBuf.length) {
           const raw = this.capBuf;
           this.capBuf = null;
-          this.emitCaptured(raw, out);
+          if (this.emitCaptured(raw, out)) return this.hold(raw, chunk.subarray(pos));
         }
         continue;
       }
@@ -156,7 +166,7 @@ export class BackendScanner {
             // No body: the frame is whole now, and may be the last the server sends for a while.
             const raw = this.capBuf;
             this.capBuf = null;
-            this.emitCaptured(raw, out);
+            if (this.emitCaptured(raw, out)) return this.hold(raw, chunk.subarray(pos));
           }
           continue;
         }
@@ -167,6 +177,10 @@ export class BackendScanner {
           continue;
         }
         const result = this.onCapture(type, chunk.subarray(pos + 5, pos + len + 1), chunk.subarray(pos, pos + len + 1));
+        if (result === HOLD) {
+          flushSeg(pos);
+          return this.hold(chunk.subarray(pos));
+        }
         if (result !== undefined) {
           // Replaced or dropped: end the run before it, resume after it.
           flushSeg(pos);
@@ -186,10 +200,29 @@ export class BackendScanner {
     flushSeg(pos);
   }
 
-  private emitCaptured(raw: Buffer, out: Buffer[]): void {
+  /** True while frames wait for `release()`. */
+  get holding(): boolean {
+    return this.held !== null;
+  }
+
+  /** The bytes held since a handler said HOLD, to be fed again in order; the scan resumes. */
+  release(): Buffer[] {
+    const held = this.held ?? [];
+    this.held = null;
+    return held;
+  }
+
+  private hold(...bufs: Buffer[]): void {
+    this.held = bufs.filter((b) => b.length > 0);
+  }
+
+  // True when the handler said HOLD (nothing was added to `out`).
+  private emitCaptured(raw: Buffer, out: Buffer[]): boolean {
     const result = this.onCapture(raw[0]!, raw.subarray(5), raw);
+    if (result === HOLD) return true;
     if (result === undefined) out.push(raw);
     else if (result !== null && result.length > 0) out.push(result);
+    return false;
   }
 }
 

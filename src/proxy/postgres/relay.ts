@@ -17,7 +17,9 @@ import { errorResponse, type TxStatus } from './backend.js';
 import { PgError, pgErrors } from './errors.js';
 import { BackendScanner, FrontendReader, type Frame } from './frames.js';
 import { decodeBind, decodeDescribeOrClose, decodeExecute, decodeFunctionCall, decodeParse, decodeQuery, F } from './frontend.js';
-import { ResponseTracker, TRACKED_TYPES, type OutcomeSink, type Pending, type RowLimit } from './tracker.js';
+import { ResponseTracker, MASKED_TYPES, TRACKED_TYPES, type OutcomeSink, type Pending, type RowLimit } from './tracker.js';
+import { ResultMasker, type MaskState } from './result-masker.js';
+import { CLEAN } from '../../masking/session.js';
 
 /** SQL the server rejects in its grammar, before anything runs: the stand-in for a refused message. */
 export const REFUSED_STAND_IN = 'DBWARD REFUSED';
@@ -61,6 +63,7 @@ export class PgRelay {
   private bytesFromClient = 0;
   private bytesFromServer = 0;
   private bytesTimer: NodeJS.Timeout | null = null;
+  private masker: ResultMasker | null = null;
   private resolveClosed!: () => void;
   /** Resolves when both sockets are closed and the session end is recorded. */
   readonly closed = new Promise<void>((r) => (this.resolveClosed = r));
@@ -91,6 +94,7 @@ export class PgRelay {
 
   /** Starts relaying; `initial` holds client bytes that arrived with the startup packet. */
   start(initial: Buffer): void {
+    this.maskingOn();
     this.client.on('data', (c: Buffer) => this.onClientData(c));
     this.client.on('close', () => this.shutdown('client_closed'));
     this.client.on('error', (e) => { this.deps.log.debug({ err: e, session: this.pipeline.id }, 'client socket error'); });
@@ -171,8 +175,10 @@ export class PgRelay {
   /** Handles one client frame; returns a promise only when it must wait (audit write). */
   private handle(frame: Frame): Promise<void> | void {
     switch (frame.type) {
-      case F.Query:
-        return this.admitAndForward(frame, { protocol: 'simple', text: decodeQuery(frame.payload) }, 'query');
+      case F.Query: {
+        const stmt: StatementRequest = { protocol: 'simple', text: decodeQuery(frame.payload) };
+        return this.admitAndForward(frame, stmt, 'query');
+      }
       case F.Parse: {
         const p = decodeParse(frame.payload);
         const stmt: StatementRequest = { protocol: 'extended', text: p.sql, name: p.name };
@@ -211,9 +217,12 @@ export class PgRelay {
         const stmt: StatementRequest = { protocol: 'extended', text: prepared.text, portal: e.portal };
         return this.admitAndForward(frame, stmt, 'execute', prepared.decision, prepared.limit);
       }
-      case F.Describe:
-        decodeDescribeOrClose(frame.payload, 'Describe');
-        return this.forward(frame, { kind: 'describe' });
+      case F.Describe: {
+        const d = decodeDescribeOrClose(frame.payload, 'Describe');
+        const prepared = (d.kind === 'S' ? this.statements : this.portals).get(d.name);
+        const mask = prepared && this.maskState(prepared.decision, prepared.text);
+        return this.forward(frame, mask ? { kind: 'describe', mask } : { kind: 'describe' });
+      }
       case F.Close: {
         const c = decodeDescribeOrClose(frame.payload, 'Close');
         (c.kind === 'S' ? this.statements : this.portals).delete(c.name);
@@ -248,12 +257,15 @@ export class PgRelay {
     decision = this.pipeline.decide(stmt), limit = rowLimit(decision)): Promise<void> | void {
     const t0 = performance.now();
     const admitted = this.pipeline.admit(stmt, decision);
-    if (!(admitted instanceof Promise)) return this.afterAdmit(frame, kind, admitted, t0, limit);
+    const mask = this.maskState(decision, stmt.text);
+    const ddl = this.pipeline.watchesCatalog && changesCatalog(decision);
+    if (!(admitted instanceof Promise)) return this.afterAdmit(frame, kind, admitted, t0, limit, mask, stmt.portal, ddl);
     this.flushUpstream(); // what came before the statement need not wait for its record
-    return admitted.then((a) => this.afterAdmit(frame, kind, a, t0, limit));
+    return admitted.then((a) => this.afterAdmit(frame, kind, a, t0, limit, mask, stmt.portal, ddl));
   }
 
-  private afterAdmit(frame: Frame, kind: 'query' | 'execute' | 'fcall', admitted: Admission | Refusal, t0: number, limit: RowLimit | undefined): void {
+  private afterAdmit(frame: Frame, kind: 'query' | 'execute' | 'fcall', admitted: Admission | Refusal, t0: number, limit: RowLimit | undefined,
+    mask: MaskState | undefined, portal: string | undefined, ddl: boolean): void {
     if (this.state !== 'relaying') {
       // Recorded, then the session ended before it was forwarded: it never ran.
       if (!('reason' in admitted)) this.pipeline.complete(admitted, { status: 'lost', tags: [], rows: null, sqlstate: null });
@@ -263,14 +275,49 @@ export class PgRelay {
       const standIn = kind === 'execute' ? serialize.execute({ portal: '\u0001dbward-refused' }) : serialize.query(REFUSED_STAND_IN);
       return this.substitute(standIn, kind, refusalError(admitted));
     }
-    if (limit) {
+    const onOutcome: OutcomeSink = ddl ? (o) => this.ddlDone(admitted, o) : (o) => this.settled.push([admitted, o]);
+    if (limit || mask) {
       // DataRows are read (and counted) only in sessions where a cap applies.
-      this.scanner.setCapture('D', true);
-      this.forward(frame, { kind, onOutcome: (o) => this.settled.push([admitted, o]), limit });
+      if (limit) this.scanner.setCapture('D', true);
+      if (mask && kind === 'execute') {
+        // An Execute's rows come with no RowDescription: ask for the portal's own first, for dbward's eyes only.
+        this.out.push(serialize.describe({ type: 'P', name: portal ?? '' }));
+        this.tracker.push({ kind: 'describe', internal: true, mask });
+      }
+      const pending: Pending = { kind, onOutcome };
+      if (limit) pending.limit = limit;
+      if (mask) pending.mask = mask;
+      this.forward(frame, pending);
     } else {
-      this.forward(frame, { kind, onOutcome: (o) => this.settled.push([admitted, o]) });
+      this.forward(frame, { kind, onOutcome });
     }
     this.deps.metrics.overhead.observe((performance.now() - t0) / 1000);
+  }
+
+  /** Turns result masking on once the session has masking rules (at start, or after a policy reload). */
+  private maskingOn(): boolean {
+    if (this.masker) return true;
+    if (!this.pipeline.masking) return false;
+    this.masker = new ResultMasker(() => this.pipeline.masking);
+    this.tracker.masker = this.masker;
+    for (const t of MASKED_TYPES) this.scanner.setCapture(t, true);
+    return true;
+  }
+
+  /** The masking state for a statement about to be forwarded, in masked sessions. */
+  private maskState(r: Ruling, text: string): MaskState | undefined {
+    if (!this.maskingOn()) return undefined;
+    const m = this.pipeline.masking!;
+    const facts = r.analysis.ok ? r.analysis.statements : [];
+    const taint = r.taint ?? CLEAN;
+    m.noteDeclare(facts, taint);
+    return this.masker!.state(facts, text, taint, r.taint ? m.catalog.current?.version ?? -1 : -1, m.cursorSpec);
+  }
+
+  private ddlDone(admitted: Admission, o: Parameters<OutcomeSink>[0]): void {
+    // A new view or column changes what results mean: the target's catalog is read again before the next one.
+    if (o.status === 'ok') this.pipeline.catalogChanged();
+    this.settled.push([admitted, o]);
   }
 
   private forward(frame: Frame, pending: Pending): void {
@@ -305,9 +352,9 @@ export class PgRelay {
     try {
       this.scanner.feed(chunk, out);
     } catch (err) {
-      this.deps.log.warn({ err, session: this.pipeline.id }, 'upstream protocol violation');
-      return this.terminate(err instanceof PgError ? err : pgErrors.upstreamLost());
+      return this.scanFailed(err);
     }
+    if (this.scanner.holding) this.awaitCatalog();
     const ok = out.length === 0 || writeAll(this.client, out);
     this.recordOutcomes(); // after the reply is on its way: not on the client's critical path
     if (this.state === 'closing' && this.draining) return this.terminate(pgErrors.adminShutdown());
@@ -316,6 +363,38 @@ export class PgRelay {
       this.upstream.pause();
       this.client.once('drain', () => this.upstream.resume());
     }
+  }
+
+  private scanFailed(err: unknown): void {
+    this.deps.log.warn({ err, session: this.pipeline.id }, this.masker ? 'server message could not be relayed or masked' : 'upstream protocol violation');
+    if (err instanceof PgError) return this.terminate(err);
+    // A result dbward could not mask does not reach the client at all.
+    this.terminate(this.masker ? new PgError('XX000', 'dbward could not mask a result; the session was ended', 'FATAL') : pgErrors.upstreamLost());
+  }
+
+  /** A result waits for the target's catalog: stop reading the server, feed the held bytes again once it is read. */
+  private awaitCatalog(): void {
+    const waiting = this.masker?.waiting;
+    this.upstream.pause();
+    const resume = (): void => {
+      if (this.state === 'closed') return;
+      const out: Buffer[] = [];
+      try {
+        for (const chunk of this.scanner.release()) this.scanner.feed(chunk, out);
+      } catch (err) {
+        return this.scanFailed(err);
+      }
+      const ok = out.length === 0 || writeAll(this.client, out);
+      this.recordOutcomes();
+      if (this.scanner.holding) return this.awaitCatalog();
+      if (ok) this.upstream.resume();
+      else this.client.once('drain', () => this.upstream.resume());
+    };
+    if (!waiting) return resume();
+    waiting.then(resume, (err: unknown) => {
+      this.deps.log.error({ err, session: this.pipeline.id }, 'target catalog could not be read; masked session ended');
+      this.terminate(new PgError('58000', 'dbward could not read the target\'s catalog to mask this result; the session was ended', 'FATAL'));
+    });
   }
 
   /**
@@ -386,6 +465,11 @@ export class PgRelay {
     this.onEnd();
     this.resolveClosed();
   }
+}
+
+/** True for statements that may change what the catalog says (DDL, including views and comments). */
+function changesCatalog(r: Ruling): boolean {
+  return r.analysis.ok && r.analysis.statements.some((f) => f.flags.includes('ddl'));
 }
 
 /** A fresh row cap for a statement allowed under limit_rows, else undefined. */

@@ -7,12 +7,15 @@
 
 import { decodeCommandTag, decodeErrorFields, decodeTxStatus, errorResponse, frame, rowsFromTag, type TxStatus } from './backend.js';
 import { PgError } from './errors.js';
+import { HOLD } from './frames.js';
+import type { MaskState, ResultMasker } from './result-masker.js';
+import type { MaskRecord } from '../../audit/events.js';
 
 export type RequestKind = 'query' | 'fcall' | 'parse' | 'bind' | 'describe' | 'close' | 'execute' | 'sync';
 
 /** Where a tracked statement's outcome goes. */
 export interface OutcomeSink {
-  (outcome: { status: 'ok' | 'error' | 'skipped' | 'lost'; tags: string[]; rows: number | null; sqlstate: string | null }): void;
+  (outcome: { status: 'ok' | 'error' | 'skipped' | 'lost'; tags: string[]; rows: number | null; sqlstate: string | null; masks?: MaskRecord[] }): void;
 }
 
 /** One request awaiting its response. */
@@ -27,6 +30,10 @@ export interface Pending {
   sqlstate?: string | null;
   /** A policy row cap (limit_rows): rows past `max` are withheld from the client. Shared by a portal's Executes. */
   limit?: RowLimit;
+  /** Masking state (masked sessions only); an Execute shares it with the Describe dbward sent before it. */
+  mask?: MaskState;
+  /** A Describe dbward sent itself (to learn a portal's columns): its answer is not the client's. */
+  internal?: true;
 }
 
 /** Rows a statement (or portal) may still send under a limit_rows decision. */
@@ -41,10 +48,13 @@ export interface RowLimit {
 const T = {
   DataRow: 0x44, ParameterStatus: 0x53, ParseComplete: 0x31, BindComplete: 0x32, CloseComplete: 0x33, NoData: 0x6e, ParameterDescription: 0x74,
   RowDescription: 0x54, PortalSuspended: 0x73, EmptyQuery: 0x49, CommandComplete: 0x43, Error: 0x45, Ready: 0x5a,
+  CopyOut: 0x48, CopyData: 0x64, CopyDone: 0x63, Notice: 0x4e,
 } as const;
 
 /** Server message types the tracker must read; everything else passes untouched. */
 export const TRACKED_TYPES = '123ntTsICEZS';
+/** What masked sessions read besides: rows, COPY out, notices. */
+export const MASKED_TYPES = 'DHdcN';
 
 /** The FIFO of requests in flight to the server. */
 export class ResponseTracker {
@@ -57,6 +67,9 @@ export class ResponseTracker {
   /** Called for each ReadyForQuery, after the tracker has settled it; `syncFailed`: the server raised an error for the Sync itself (a commit that failed). */
   onReady: ((status: TxStatus, syncFailed: boolean) => void) | null = null;
   private syncFailed = false;
+
+  /** Rewrites results in masked sessions. */
+  masker: ResultMasker | null = null;
 
   /** Called for each ParameterStatus the server sends mid-session (a setting it reports changed). */
   onParameter: ((name: string, value: string) => void) | null = null;
@@ -82,23 +95,32 @@ export class ResponseTracker {
   }
 
   /** Reads one server message; returns a replacement for it, null to drop it, or undefined to forward it. */
-  onMessage(type: number, payload: Buffer): Buffer | null | undefined {
+  onMessage(type: number, payload: Buffer): Buffer | null | undefined | typeof HOLD {
     const p = this.peek();
     switch (type) {
       case T.DataRow: {
-        // Only captured while some statement of the session runs under a row limit.
+        // Only captured while some statement of the session runs under a row limit, or in masked sessions.
         const limit = p?.limit;
-        if (!limit) return undefined;
-        if (limit.sent < limit.max) {
+        if (limit) {
+          if (limit.sent >= limit.max) {
+            limit.withheld++;
+            return null;
+          }
           limit.sent++;
-          return undefined;
         }
-        limit.withheld++;
-        return null;
+        return this.masker?.dataRow(p?.mask, payload);
       }
       case T.ParseComplete: case T.BindComplete: case T.CloseComplete: case T.NoData:
         if (p && p.kind !== 'query' && p.kind !== 'execute') this.shift();
-        return undefined;
+        return p?.internal ? null : undefined;
+      case T.CopyOut:
+        return this.masker?.copyOut(p?.mask, payload);
+      case T.CopyData:
+        return this.masker?.copyData(p?.mask, payload);
+      case T.CopyDone:
+        return this.masker?.copyDone(p?.mask, frame('c'));
+      case T.Notice:
+        return this.masker?.scrubError(p?.mask, type, payload);
       case T.ParameterDescription:
         return undefined;
       case T.ParameterStatus: {
@@ -107,9 +129,12 @@ export class ResponseTracker {
         if (nul > 0 && end > nul) this.onParameter?.(payload.toString('utf8', 0, nul), payload.toString('utf8', nul + 1, end));
         return undefined;
       }
-      case T.RowDescription:
+      case T.RowDescription: {
+        const r = this.masker?.rowDescription(p?.mask, payload);
+        if (r === HOLD) return HOLD;
         if (p?.kind === 'describe') this.shift();
-        return undefined;
+        return p?.internal ? null : r;
+      }
       case T.CommandComplete: case T.EmptyQuery: case T.PortalSuspended: {
         if (!p) return undefined;
         if (type === T.CommandComplete) {
@@ -159,7 +184,7 @@ export class ResponseTracker {
   private onError(p: Pending | undefined, payload: Buffer): Buffer | undefined {
     if (!p) return undefined; // asynchronous error (e.g. FATAL on shutdown): pass it on
     const sqlstate = decodeErrorFields(payload).get('C') ?? 'XX000';
-    const replacement = p.replaceError ? errorResponse(p.replaceError) : undefined;
+    const replacement = p.replaceError ? errorResponse(p.replaceError) : this.masker?.scrubError(p.mask, 0x45, payload);
     if (p.kind === 'query' || p.kind === 'fcall') {
       p.sqlstate = p.replaceError?.sqlstate ?? sqlstate;
       return replacement;
@@ -196,5 +221,6 @@ function settle(p: Pending, status: 'ok' | 'error' | 'skipped' | 'lost'): void {
   if (!p.onOutcome) return;
   const sink = p.onOutcome;
   p.onOutcome = undefined;
-  sink({ status, tags: p.tags ?? [], rows: p.rows ?? null, sqlstate: p.sqlstate ?? null });
+  const masks = p.mask && p.mask.applied.size > 0 ? [...p.mask.applied.values()] : undefined;
+  sink({ status, tags: p.tags ?? [], rows: p.rows ?? null, sqlstate: p.sqlstate ?? null, ...(masks && { masks }) });
 }

@@ -1,0 +1,184 @@
+// Where result columns come from, per upstream. PostgreSQL's RowDescription names
+// each column's table OID and attribute number; this resolves them to printed
+// `schema.table.column` names, with column comments (classification tags) and,
+// for views, each view column's own origin, asked of PostgreSQL itself by
+// describing the view's definition. Loaded once per target, reloaded after DDL
+// and when a result names a relation the snapshot does not know.
+
+import pg from 'pg';
+import type { Logger } from 'pino';
+import { analyzePg } from '../analysis/pg/analyze.js';
+import { dotted } from '../analysis/pg/names.js';
+import type { UpstreamEndpoint } from '../proxy/postgres/upstream.js';
+
+/** OIDs below this were assigned by initdb: system catalogs and information_schema, never masked. */
+export const FIRST_USER_OID = 16384;
+
+/** A view column's origin: a column of another relation, or an expression over some columns. */
+export type Lineage = { rel: number; att: number } | { sources: SourceRef[] };
+
+/** A column an expression reads: `*` for any column of the relation (SELECT *, a whole-row reference). */
+export interface SourceRef {
+  rel: number;
+  column: string;
+}
+
+export interface ColumnInfo {
+  att: number;
+  name: string;
+  /** `schema.table.column`, each part printed as PostgreSQL prints identifiers. */
+  printed: string;
+  typeOid: number;
+  /** Classification tags from the column comment (`dbward:pii`). */
+  tags: string[];
+  /** For view columns. */
+  lineage?: Lineage;
+}
+
+export interface RelationInfo {
+  oid: number;
+  kind: string;
+  /** `schema.table`, printed. */
+  printed: string;
+  columns: Map<number, ColumnInfo>;
+  byName: Map<string, ColumnInfo>;
+}
+
+/** One reading of the catalog. */
+export interface CatalogSnapshot {
+  version: number;
+  relations: Map<number, RelationInfo>;
+  byName: Map<string, RelationInfo>;
+}
+
+const RELATIONS_SQL = `
+SELECT c.oid::int8 AS oid, n.nspname, c.relname, c.relkind, a.attnum, a.attname, a.atttypid::int8 AS typ,
+       col_description(c.oid, a.attnum) AS comment
+  FROM pg_class c
+  JOIN pg_namespace n ON n.oid = c.relnamespace
+  JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+ WHERE c.relkind IN ('r', 'v', 'm', 'f', 'p') AND c.oid >= ${FIRST_USER_OID}
+ ORDER BY c.oid, a.attnum`;
+
+const TAG = /dbward:([A-Za-z0-9_.-]+)/g;
+const FLOW_USES = new Set(['select', 'returning', 'other']);
+
+/** The catalog of one target, shared by its sessions. */
+export class TargetCatalog {
+  private snapshot: CatalogSnapshot | null = null;
+  private loading: Promise<CatalogSnapshot> | null = null;
+  private stale = true;
+  private version = 0;
+
+  constructor(private readonly endpoint: UpstreamEndpoint, private readonly log: Logger) {}
+
+  /** The last snapshot read, possibly stale; null before the first load. */
+  get current(): CatalogSnapshot | null {
+    return this.snapshot;
+  }
+
+  /** True when DDL may have changed the catalog since the snapshot was read. */
+  get isStale(): boolean {
+    return this.stale || this.snapshot === null;
+  }
+
+  /** Marks the snapshot stale: the next load() reads the catalog again. */
+  invalidate(): void {
+    this.stale = true;
+  }
+
+  /** A fresh snapshot (reads the catalog when stale; concurrent callers share one read). */
+  load(): Promise<CatalogSnapshot> {
+    if (!this.isStale) return Promise.resolve(this.snapshot!);
+    if (this.loading) return this.loading;
+    this.stale = false;
+    this.loading = this.read().then((s) => {
+      this.snapshot = s;
+      return s;
+    }, (err: unknown) => {
+      this.stale = true;
+      throw err;
+    }).finally(() => {
+      this.loading = null;
+    });
+    return this.loading;
+  }
+
+  private async read(): Promise<CatalogSnapshot> {
+    const e = this.endpoint;
+    const client = new pg.Client({
+      host: e.host, port: e.port, database: e.database, user: e.user, password: e.password,
+      ssl: e.tlsMode === 'disable' ? false : e.tlsMode === 'require' ? { rejectUnauthorized: false } : { rejectUnauthorized: true, ...(e.ca && { ca: e.ca }) },
+      connectionTimeoutMillis: e.connectTimeoutMs, application_name: 'dbward-catalog', statement_timeout: 10_000,
+    });
+    client.on('error', (err) => this.log.warn({ err }, 'catalog connection failed'));
+    await client.connect();
+    try {
+      // Read-only, and every name printed qualified (pg_get_viewdef qualifies what the path does not show).
+      await client.query("SET default_transaction_read_only = on; SET search_path = pg_catalog");
+      const snapshot: CatalogSnapshot = { version: ++this.version, relations: new Map(), byName: new Map() };
+      const rows = (await client.query<{ oid: string; nspname: string; relname: string; relkind: string; attnum: number; attname: string; typ: string; comment: string | null }>(RELATIONS_SQL)).rows;
+      for (const r of rows) {
+        const oid = Number(r.oid);
+        let rel = snapshot.relations.get(oid);
+        if (!rel) {
+          rel = { oid, kind: r.relkind, printed: dotted([r.nspname, r.relname]), columns: new Map(), byName: new Map() };
+          snapshot.relations.set(oid, rel);
+          snapshot.byName.set(rel.printed, rel);
+        }
+        const col: ColumnInfo = {
+          att: r.attnum, name: dotted([r.attname]), printed: dotted([r.nspname, r.relname, r.attname]), typeOid: Number(r.typ),
+          tags: r.comment ? [...r.comment.matchAll(TAG)].map((m) => m[1]!.toLowerCase()) : [],
+        };
+        rel.columns.set(col.att, col);
+        rel.byName.set(col.name, col);
+      }
+      for (const rel of snapshot.relations.values()) {
+        if (rel.kind === 'v' || rel.kind === 'm') await this.viewLineage(client, snapshot, rel);
+      }
+      return snapshot;
+    } finally {
+      await client.end().catch(() => undefined);
+    }
+  }
+
+  // PostgreSQL reports a view column's origin as the view itself; asking it to
+  // describe the view's definition gives each column's origin one level down.
+  private async viewLineage(client: pg.Client, snapshot: CatalogSnapshot, rel: RelationInfo): Promise<void> {
+    const def = (await client.query<{ def: string | null }>('SELECT pg_get_viewdef($1::oid) AS def', [rel.oid])).rows[0]?.def;
+    if (!def) return;
+    const body = def.trim().replace(/;$/, '');
+    let sources: SourceRef[] | null = null;
+    let fields: { tableID: number; columnID: number }[] = [];
+    try {
+      fields = (await client.query(`SELECT * FROM (${body}) AS dbward_view WHERE false`)).fields;
+    } catch (err) {
+      this.log.warn({ err, view: rel.printed }, 'could not describe a view; its columns count as derived from everything it reads');
+    }
+    for (const col of rel.columns.values()) {
+      const f = fields[col.att - 1];
+      if (f && f.tableID !== 0 && f.columnID > 0) col.lineage = { rel: f.tableID, att: f.columnID };
+      else col.lineage = { sources: (sources ??= readsOf(body, snapshot)) };
+    }
+  }
+}
+
+/** Every column a query's output may carry, resolved against the snapshot (names unknown to it are skipped). */
+export function readsOf(sql: string, snapshot: CatalogSnapshot): SourceRef[] {
+  const analysis = analyzePg(sql, { searchPath: ['pg_catalog'], user: '' });
+  // Unreadable: treat it as reading everything a view could read, i.e. all of every relation it names.
+  if (!analysis.ok) return [...snapshot.relations.keys()].map((rel) => ({ rel, column: '*' }));
+  const out: SourceRef[] = [];
+  for (const f of analysis.statements) {
+    const byTable = new Map(f.reads.map((t) => [t.name, t.candidates]));
+    for (const c of f.columns) {
+      if (!FLOW_USES.has(c.use)) continue;
+      const candidates = c.table === null ? f.reads.flatMap((t) => t.candidates) : byTable.get(c.table) ?? [];
+      for (const name of candidates) {
+        const rel = snapshot.byName.get(name);
+        if (rel) out.push({ rel: rel.oid, column: c.column });
+      }
+    }
+  }
+  return out;
+}

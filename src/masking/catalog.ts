@@ -9,6 +9,7 @@ import pg from 'pg';
 import type { Logger } from 'pino';
 import { analyzePg } from '../analysis/pg/analyze.js';
 import { dotted } from '../analysis/pg/names.js';
+import type { ColumnRef, ColumnUse, StatementFacts } from '../analysis/facts.js';
 import type { UpstreamEndpoint } from '../proxy/postgres/upstream.js';
 
 /** OIDs below this were assigned by initdb: system catalogs and information_schema, never masked. */
@@ -61,7 +62,8 @@ SELECT c.oid::int8 AS oid, n.nspname, c.relname, c.relkind, a.attnum, a.attname,
  ORDER BY c.oid, a.attnum`;
 
 const TAG = /dbward:([A-Za-z0-9_.-]+)/g;
-const FLOW_USES = new Set(['select', 'returning', 'other']);
+/** Column uses that carry a value into a statement's output. */
+export const FLOW_USES: ReadonlySet<ColumnUse> = new Set(['select', 'returning', 'other']);
 
 /** The catalog of one target, shared by its sessions. */
 export class TargetCatalog {
@@ -170,15 +172,29 @@ export function readsOf(sql: string, snapshot: CatalogSnapshot): SourceRef[] {
   if (!analysis.ok) return [...snapshot.relations.keys()].map((rel) => ({ rel, column: '*' }));
   const out: SourceRef[] = [];
   for (const f of analysis.statements) {
-    const byTable = new Map(f.reads.map((t) => [t.name, t.candidates]));
     for (const c of f.columns) {
       if (!FLOW_USES.has(c.use)) continue;
-      const candidates = c.table === null ? f.reads.flatMap((t) => t.candidates) : byTable.get(c.table) ?? [];
-      for (const name of candidates) {
-        const rel = snapshot.byName.get(name);
-        if (rel) out.push({ rel: rel.oid, column: c.column });
-      }
+      for (const rel of relationsNamed(snapshot, columnCandidates(f, c))) out.push({ rel: rel.oid, column: c.column });
     }
   }
   return out;
+}
+
+/** The `schema.table` names a column reference may belong to: its table's candidates, or every table the statement reads. */
+export function columnCandidates(f: StatementFacts, c: ColumnRef): readonly string[] {
+  if (c.table === null) return f.reads.flatMap((t) => t.candidates);
+  return (f.reads.find((t) => t.name === c.table) ?? f.writes.find((t) => t.name === c.table))?.candidates ?? [];
+}
+
+/** The relations of the snapshot that printed names (in search_path order) may be; `*.name` is that name in any schema. */
+export function* relationsNamed(s: CatalogSnapshot, names: readonly string[]): Iterable<RelationInfo> {
+  for (const n of names) {
+    if (n.startsWith('*.')) {
+      const tail = n.slice(1);
+      for (const [printed, r] of s.byName) if (printed.endsWith(tail)) yield r;
+      continue;
+    }
+    const r = s.byName.get(n);
+    if (r) yield r;
+  }
 }

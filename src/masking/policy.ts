@@ -40,9 +40,6 @@ export interface CompiledMasking {
   rules: CompiledMaskRule[];
 }
 
-/** No masking at all. */
-export const NO_MASKING: CompiledMasking = Object.freeze({ strict: false, derived: 'mask', rules: [] }) as CompiledMasking;
-
 type Report = (src: PolicySource, path: PathSegment[], message: string) => void;
 
 /** Compiles the masking sections; `ids` holds statement rule ids already taken (ids are unique across both). */

@@ -7,15 +7,13 @@
 // output column).
 
 import type { Analysis, StatementFacts } from '../analysis/facts.js';
-import type { CatalogSnapshot, ColumnInfo, RelationInfo, TargetCatalog } from './catalog.js';
+import { columnCandidates, FLOW_USES, relationsNamed, type CatalogSnapshot, type ColumnInfo, type RelationInfo, type TargetCatalog } from './catalog.js';
 import { copyOptions } from './copy-options.js';
 import { compileDetectors } from './detectors.js';
 import type { CompiledMaskRule } from './policy.js';
 import { derivedSpec } from './strategies.js';
 import type { DetectorName, MaskSpec } from './types.js';
 
-/** Column uses that carry a value into the output. */
-const FLOW_USES = new Set(['select', 'returning', 'other']);
 /** Column uses that let a query infer a value without returning it (strict mode denies them). */
 const INFER_USES = new Set(['predicate', 'order', 'group', 'join']);
 const MAX_DEPTH = 32;
@@ -72,20 +70,20 @@ export class SessionMasking {
     if (this.specs.has(key)) return this.specs.get(key)!;
     const r = s.relations.get(rel);
     if (!r) return undefined;
-    const spec = att === 0 ? this.anyMasked(s, r, 0) : this.columnSpec(s, r, r.columns.get(att), 0);
+    const spec = att === 0 ? this.anyMasked(s, r, 0) : this.columnSpec(s, r.columns.get(att), 0);
     this.specs.set(key, spec);
     return spec;
   }
 
   private anyMasked(s: CatalogSnapshot, r: RelationInfo, depth: number): MaskSpec | null {
     for (const c of r.columns.values()) {
-      const m = this.columnSpec(s, r, c, depth);
+      const m = this.columnSpec(s, c, depth);
       if (m) return derivedSpec(m);
     }
     return null;
   }
 
-  private columnSpec(s: CatalogSnapshot, r: RelationInfo, c: ColumnInfo | undefined, depth: number): MaskSpec | null {
+  private columnSpec(s: CatalogSnapshot, c: ColumnInfo | undefined, depth: number): MaskSpec | null {
     if (!c) return null;
     for (const rule of this.rules) {
       if (rule.columns?.test(c.printed) || (rule.classes && c.tags.some((t) => rule.classes!.test(t)))) return rule.spec;
@@ -94,13 +92,12 @@ export class SessionMasking {
     if ('rel' in c.lineage) {
       const o = s.relations.get(c.lineage.rel);
       if (!o) return null;
-      return c.lineage.att === 0 ? this.anyMasked(s, o, depth + 1) : this.columnSpec(s, o, o.columns.get(c.lineage.att), depth + 1);
+      return c.lineage.att === 0 ? this.anyMasked(s, o, depth + 1) : this.columnSpec(s, o.columns.get(c.lineage.att), depth + 1);
     }
     for (const src of c.lineage.sources) {
       const m = this.sourceSpec(s, src.rel, src.column, depth + 1);
       if (m) return derivedSpec(m);
     }
-    void r;
     return null;
   }
 
@@ -108,7 +105,7 @@ export class SessionMasking {
     const r = s.relations.get(rel);
     if (!r) return null;
     if (column === '*') return this.anyMasked(s, r, depth);
-    return this.columnSpec(s, r, r.byName.get(column), depth);
+    return this.columnSpec(s, r.byName.get(column), depth);
   }
 
   /** What the statements do with masked columns, judged by name against the snapshot. */
@@ -118,17 +115,15 @@ export class SessionMasking {
     let sensitive = false;
     let copied = false;
     for (const f of statements) {
-      const byTable = new Map(f.reads.concat(f.writes).map((t) => [t.name, t.candidates]));
       for (const t of f.reads) {
-        for (const name of candidatesOf(s, t.candidates)) if (this.anyMasked(s, name, 0)) sensitive = true;
+        for (const r of relationsNamed(s, t.candidates)) if (this.anyMasked(s, r, 0)) sensitive = true;
       }
       for (const c of f.columns) {
-        const names = c.table === null ? f.reads.flatMap((t) => t.candidates) : byTable.get(c.table) ?? [];
-        const rels = [...candidatesOf(s, names)];
+        const rels = [...relationsNamed(s, columnCandidates(f, c))];
         // A name no relation has as a column may be a whole-row reference (`SELECT u::text FROM users u`).
         const whole = c.column === '*' || !rels.some((r) => r.byName.has(c.column));
         for (const r of rels) {
-          const m = whole ? this.anyMasked(s, r, 0) : this.columnSpec(s, r, r.byName.get(c.column), 0);
+          const m = whole ? this.anyMasked(s, r, 0) : this.columnSpec(s, r.byName.get(c.column), 0);
           if (!m) continue;
           sensitive = true;
           if (FLOW_USES.has(c.use)) {
@@ -182,15 +177,3 @@ export class SessionMasking {
   }
 }
 
-function* candidatesOf(s: CatalogSnapshot, names: readonly string[]): Iterable<RelationInfo> {
-  for (const n of names) {
-    if (n.startsWith('*.')) {
-      // Unknown schema: any relation of that name.
-      const tail = n.slice(1);
-      for (const [printed, r] of s.byName) if (printed.endsWith(tail)) yield r;
-      continue;
-    }
-    const r = s.byName.get(n);
-    if (r) yield r;
-  }
-}

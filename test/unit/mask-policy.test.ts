@@ -11,17 +11,8 @@ import { TargetCatalog, type CatalogSnapshot, type ColumnInfo, type RelationInfo
 import { rulesFor } from '../../src/masking/policy.js';
 import { SessionMasking } from '../../src/masking/session.js';
 import { specTarget } from '../../src/policy/cases.js';
-import { PolicyError, policyFromTexts } from '../../src/policy/load.js';
-
-function problems(yaml: string): string[] {
-  try {
-    policyFromTexts([{ file: 'p.yaml', text: yaml }]);
-  } catch (err) {
-    expect(err).toBeInstanceOf(PolicyError);
-    return (err as PolicyError).message.split('\n');
-  }
-  return [];
-}
+import { policyFromTexts } from '../../src/policy/load.js';
+import { policyProblems } from '../helpers/policy.js';
 
 const POLICY = `default: allow
 masking:
@@ -68,7 +59,7 @@ beforeAll(loadPgParser);
 
 describe('masking policy', () => {
   it('refuses rules that cannot work, with positions', () => {
-    expect(problems(`masking:
+    expect(policyProblems(`masking:
   rules:
     - { id: b, strategy: redact }
     - { id: c, columns: [a.b.c.d], strategy: blur }
@@ -77,7 +68,7 @@ describe('masking policy', () => {
       'p.yaml:3:7: masking.rules[0]: give at least one of columns, classifications, detect',
       'p.yaml:4:46: masking.rules[1].strategy: must be one of: redact, partial, hash, null, email',
     ]);
-    expect(problems(`rules:
+    expect(policyProblems(`rules:
   - { id: a, action: allow }
 masking:
   rules:

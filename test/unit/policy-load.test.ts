@@ -8,6 +8,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { globCovers, globsRegex, expandBraces, GlobError } from '../../src/policy/glob.js';
 import { partSource, splitName } from '../../src/policy/names.js';
 import { loadPolicy, PolicyError, policyFromTexts } from '../../src/policy/load.js';
+import { policyProblems } from '../helpers/policy.js';
 
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'dbward-policy-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
@@ -19,20 +20,9 @@ function write(rel: string, text: string): string {
   return file;
 }
 
-function problems(yaml: string): string[] {
-  try {
-    policyFromTexts([{ file: 'p.yaml', text: yaml }]);
-  } catch (err) {
-    expect(err).toBeInstanceOf(PolicyError);
-    expect((err as PolicyError).code).toBe('POLICY_INVALID');
-    return (err as PolicyError).message.split('\n');
-  }
-  return [];
-}
-
 describe('schema problems', () => {
   it('positions every problem and words it for people', () => {
-    expect(problems(`default: maybe
+    expect(policyProblems(`default: maybe
 rules:
   - id: a
     match:
@@ -60,23 +50,23 @@ rules:
   });
 
   it('words scalar-or-list fields', () => {
-    expect(problems('rules:\n  - { id: a, action: deny, match: { target: { environment: 5, name: [ok, 7] } } }\n')).toEqual([
+    expect(policyProblems('rules:\n  - { id: a, action: deny, match: { target: { environment: 5, name: [ok, 7] } } }\n')).toEqual([
       'p.yaml:2:60: rules[0].match.target.environment: must be a string or a list of strings (got an integer)',
       'p.yaml:2:74: rules[0].match.target.name[1]: must be a string (got an integer)',
     ]);
   });
 
   it('reports YAML syntax, duplicate keys, empty files and non-mappings', () => {
-    expect(problems('rules:\n  - id: a\n    id: b\n    action: deny\n')).toEqual(['p.yaml:3:5: duplicate key "id"']);
-    expect(problems('# nothing\n')).toEqual(['p.yaml:1:1: policy file is empty; expected a mapping']);
-    expect(problems('- id: a\n')).toEqual(['p.yaml:1:1: top level must be a mapping, got a list']);
-    expect(problems('rules: [\n')[0]).toMatch(/^p\.yaml:\d+:\d+: /);
+    expect(policyProblems('rules:\n  - id: a\n    id: b\n    action: deny\n')).toEqual(['p.yaml:3:5: duplicate key "id"']);
+    expect(policyProblems('# nothing\n')).toEqual(['p.yaml:1:1: policy file is empty; expected a mapping']);
+    expect(policyProblems('- id: a\n')).toEqual(['p.yaml:1:1: top level must be a mapping, got a list']);
+    expect(policyProblems('rules: [\n')[0]).toMatch(/^p\.yaml:\d+:\d+: /);
   });
 });
 
 describe('problems beyond the schema', () => {
   it('duplicate ids, bad patterns, fields that do not fit the action, unparsable with facts', () => {
-    expect(problems(`rules:
+    expect(policyProblems(`rules:
   - { id: a, action: deny, rows: 3 }
   - { id: a, action: allow, message: hi }
   - id: c

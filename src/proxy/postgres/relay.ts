@@ -175,10 +175,8 @@ export class PgRelay {
   /** Handles one client frame; returns a promise only when it must wait (audit write). */
   private handle(frame: Frame): Promise<void> | void {
     switch (frame.type) {
-      case F.Query: {
-        const stmt: StatementRequest = { protocol: 'simple', text: decodeQuery(frame.payload) };
-        return this.admitAndForward(frame, stmt, 'query');
-      }
+      case F.Query:
+        return this.admitAndForward(frame, { protocol: 'simple', text: decodeQuery(frame.payload) }, 'query');
       case F.Parse: {
         const p = decodeParse(frame.payload);
         const stmt: StatementRequest = { protocol: 'extended', text: p.sql, name: p.name };

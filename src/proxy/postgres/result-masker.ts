@@ -12,7 +12,8 @@ import { HOLD } from './frames.js';
 import { PgError } from './errors.js';
 import type { StatementFacts } from '../../analysis/facts.js';
 import type { MaskRecord } from '../../audit/events.js';
-import { FIRST_USER_OID, type CatalogSnapshot, type RelationInfo } from '../../masking/catalog.js';
+import { dotted } from '../../analysis/pg/names.js';
+import { FIRST_USER_OID, relationsNamed, type CatalogSnapshot } from '../../masking/catalog.js';
 import { copyOptions } from '../../masking/copy-options.js';
 import { CopyRowMasker } from '../../masking/copy-rows.js';
 import type { SessionMasking, StatementTaint } from '../../masking/session.js';
@@ -48,7 +49,9 @@ export interface MaskState {
 interface RowPlan {
   maskers: (Masker | null)[];
   counters: (ColumnMask | null)[];
+  /** Columns scanned by the content detectors, with `detector`. */
   detect: boolean[];
+  detector: Masker | null;
   any: boolean;
 }
 
@@ -57,7 +60,6 @@ export class ResultMasker {
   /** Set while a HOLD waits for the catalog. */
   waiting: Promise<unknown> | null = null;
   private readonly maskers = new Map<string, Masker>();
-  private detectMasker: Masker | null = null;
   private refreshedAt = 0;
 
   constructor(private readonly current: () => SessionMasking | null) {}
@@ -143,17 +145,12 @@ export class ResultMasker {
       const len = payload.readInt32BE(pos);
       const start = pos + 4;
       const end = len < 0 ? start : start + len;
-      let masker = plan.maskers[i] ?? null;
-      let counter = plan.counters[i] ?? null;
-      if (!masker && len > 0 && plan.detect[i]) {
-        const kind = this.masking.detect!(payload.subarray(start, end));
-        if (kind) {
-          masker = this.detectMasker ??= makeMasker(this.masking.detectSpec!, this.masking.hashKey);
-          counter = count(st, `(detected: ${kind})`, this.masking.detectSpec!);
-        }
-      }
-      if (masker && len >= 0) {
-        const masked = masker(payload.subarray(start, end));
+      const masker = plan.maskers[i] ?? (len > 0 && plan.detect[i] ? plan.detector : null);
+      const counter = plan.counters[i] ?? null;
+      let value: Buffer | undefined;
+      let masked: Buffer | null | undefined;
+      if (masker && len >= 0) masked = masker((value = payload.subarray(start, end)));
+      if (masked !== undefined && masked !== value) {
         const head = Buffer.allocUnsafe(4);
         head.writeInt32BE(masked === null ? -1 : masked.length, 0);
         parts.push(head);
@@ -164,6 +161,7 @@ export class ResultMasker {
         }
         if (counter) counter.cells++;
       } else {
+        // Not masked, or a detector found nothing: the cell as it came.
         parts.push(payload.subarray(pos, end));
         size += end - pos;
       }
@@ -185,33 +183,26 @@ export class ResultMasker {
     if (s === HOLD) return HOLD;
     const columns = payload.readInt16BE(1);
     const copy = copyOptions(st.text);
-    const rel = copy?.relation ? relationOf(s, st.facts[0]?.reads[0]?.candidates ?? []) : null;
+    const rel = copy?.relation ? firstOf(relationsNamed(s, st.facts[0]?.reads[0]?.candidates ?? [])) : null;
     let cols: { spec: MaskSpec | null; name: string; detect: boolean }[];
     if (rel) {
-      const all = [...rel.columns.values()];
-      const picked = copy!.columns ? copy!.columns.map((c) => all.find((x) => x.name === c || x.name === `"${c}"`)) : all;
+      const picked = copy!.columns ? copy!.columns.map((c) => rel.byName.get(dotted([c]))) : [...rel.columns.values()];
       cols = picked.map((c, i) => (c
         ? { spec: this.masking.spec(s, rel.oid, c.att) ?? null, name: c.printed, detect: TEXT_LIKE.has(c.typeOid) }
         : { spec: { strategy: 'redact', rule: 'masking.unknown_column' }, name: `(column ${i + 1})`, detect: false }));
     } else {
       // COPY (query), or a table dbward cannot place: no per-column origin, so every column carries what the query reads.
-      const spec = st.taint.flow ? derivedSpec(st.taint.flow) : null;
+      const flow = this.taintOf(st, s).flow;
+      const spec = flow ? derivedSpec(flow) : null;
       cols = Array.from({ length: columns }, (_, i) => ({ spec, name: `(computed: column ${i + 1})`, detect: true }));
     }
     if (cols.length !== columns) throw new PgError('XX000', 'dbward could not map the COPY columns to masks; the session was ended', 'FATAL');
     const format = copy?.format ?? { kind: 'text', delimiter: '\t', null: '\\N', quote: '"', escape: '"', header: false };
-    const detect = this.masking.detect;
-    if (!cols.some((c) => c.spec || (detect && c.detect))) return undefined;
+    const detecting = this.masking.detect !== null;
+    if (!cols.some((c) => c.spec || (detecting && c.detect))) return undefined;
     st.copy = new CopyRowMasker(format, cols.map((c) => {
       if (c.spec) return this.counted(st, c.name, c.spec);
-      if (!detect || !c.detect) return null;
-      // Scanned, and replaced only where a detector finds something.
-      return (v: Buffer) => {
-        const kind = detect(v);
-        if (!kind) return v;
-        count(st, `(detected: ${kind})`, this.masking.detectSpec!).cells++;
-        return (this.detectMasker ??= makeMasker(this.masking.detectSpec!, this.masking.hashKey))(v);
-      };
+      return detecting && c.detect ? this.detecting(st) : null;
     }));
     return undefined;
   }
@@ -244,8 +235,7 @@ export class ResultMasker {
       if (end < 0) break;
       const field = String.fromCharCode(payload[i]!);
       if (field === 'C') code = payload.toString('latin1', i + 1, end);
-      if ('SVCPFLR'.includes(field)) kept.push(payload.subarray(i, end + 1));
-      else if (field === 'M') kept.push(payload.subarray(i, end + 1));
+      if ('SVCMPFLR'.includes(field)) kept.push(payload.subarray(i, end + 1));
       i = end + 1;
     }
     if (!SAFE_ERROR_CLASSES.has(code.slice(0, 2))) {
@@ -257,13 +247,30 @@ export class ResultMasker {
     return frame(String.fromCharCode(type), Buffer.concat([...kept, Buffer.of(0)]));
   }
 
-  private derived(st: MaskState | undefined, s: CatalogSnapshot): MaskSpec | null {
-    if (!st) return null;
+  /** The statement's taint, judged again when the catalog was read since it was decided. */
+  private taintOf(st: MaskState, s: CatalogSnapshot): StatementTaint {
     if (st.version !== s.version) {
       st.taint = this.masking.taint(s, st.facts);
       st.version = s.version;
     }
-    const spec = st.taint.flow ? derivedSpec(st.taint.flow) : st.facts.some((f) => f.kinds[0] === 'fetch') ? st.cursor : null;
+    return st.taint;
+  }
+
+  /** A masker that leaves a value as it is unless a content detector finds something in it. */
+  private detecting(st: MaskState | undefined): Masker {
+    return (v) => {
+      const kind = this.masking.detect!(v);
+      if (!kind) return v;
+      const spec = this.masking.detectSpec!;
+      count(st, `(detected: ${kind})`, spec).cells++;
+      return this.masker(spec)(v);
+    };
+  }
+
+  private derived(st: MaskState | undefined, s: CatalogSnapshot): MaskSpec | null {
+    if (!st) return null;
+    const flow = this.taintOf(st, s).flow;
+    const spec = flow ? derivedSpec(flow) : st.facts.some((f) => f.kinds[0] === 'fetch') ? st.cursor : null;
     if (spec && this.masking.options.derived === 'deny') {
       // The rows are on their way: ending the session is the one way not to deliver them.
       throw new PgError('42501', `a result column is computed from a masked column (rule ${spec.rule}) and the policy denies derived masked outputs; the session was ended`, 'FATAL');
@@ -273,7 +280,7 @@ export class ResultMasker {
 
   private plan(st: MaskState | undefined, specs: (MaskSpec | null)[], types: number[], names: string[]): RowPlan {
     const detecting = this.masking.detect !== null;
-    const plan: RowPlan = { maskers: [], counters: [], detect: [], any: false };
+    const plan: RowPlan = { maskers: [], counters: [], detect: [], detector: detecting ? this.detecting(st) : null, any: false };
     specs.forEach((spec, i) => {
       plan.maskers.push(spec ? this.masker(spec) : null);
       plan.counters.push(spec ? count(st, names[i]!, spec) : null);
@@ -303,8 +310,12 @@ export class ResultMasker {
   private snapshot(): CatalogSnapshot | typeof HOLD {
     const c = this.masking.catalog;
     if (!c.isStale && c.current) return c.current;
-    this.waiting ??= c.load().finally(() => (this.waiting = null));
+    this.load();
     return HOLD;
+  }
+
+  private load(): void {
+    this.waiting ??= this.masking.catalog.load().finally(() => (this.waiting = null));
   }
 
   // Reads the catalog again, at most every REFRESH_MS per session: a relation that
@@ -314,7 +325,7 @@ export class ResultMasker {
     if (now - this.refreshedAt < REFRESH_MS) return false;
     this.refreshedAt = now;
     this.masking.catalog.invalidate();
-    this.waiting ??= this.masking.catalog.load().finally(() => (this.waiting = null));
+    this.load();
     return true;
   }
 }
@@ -329,10 +340,7 @@ function count(st: MaskState | undefined, column: string, spec: MaskSpec): Colum
   return c;
 }
 
-function relationOf(s: CatalogSnapshot, candidates: readonly string[]): RelationInfo | null {
-  for (const c of candidates) {
-    const r = s.byName.get(c);
-    if (r) return r;
-  }
+function firstOf<T>(items: Iterable<T>): T | null {
+  for (const x of items) return x;
   return null;
 }

@@ -60,8 +60,9 @@ export interface Ruling {
   /** The engine's decision object (shared, so its audit JSON is computed once). */
   decision: Decision;
   analysis: Analysis;
-  /** In masked sessions: what the statement does with masked columns. */
+  /** In masked sessions: what the statement does with masked columns, judged on catalog snapshot `taintVersion`. */
   taint?: StatementTaint;
+  taintVersion?: number;
 }
 
 /** Command tags of transaction control, and those that end a transaction (ROLLBACK TO SAVEPOINT's tag is ROLLBACK too; a later COMMIT overrides it). */
@@ -187,7 +188,7 @@ export class SessionPipeline {
     const taint = masking.taint(snapshot, analysis.statements);
     const refusal = decision.action === 'allow' ? masking.check(analysis, taint) : null;
     if (refusal) decision = { action: 'deny', ruleIds: [refusal.rule], default: false, message: refusal.message };
-    return { decision, analysis, taint };
+    return { decision, analysis, taint, taintVersion: snapshot.version };
   }
 
   /** True when the policy masks anything for anyone: DDL then makes the target's catalog stale. */

@@ -309,7 +309,8 @@ export class PgRelay {
     const facts = r.analysis.ok ? r.analysis.statements : [];
     const taint = r.taint ?? CLEAN;
     m.noteDeclare(facts, taint);
-    return this.masker!.state(facts, text, taint, r.taint ? m.catalog.current?.version ?? -1 : -1, m.cursorSpec);
+    // A statement prepared before the catalog was read again is judged again (version -1 never matches).
+    return this.masker!.state(facts, text, taint, r.taintVersion ?? -1, m.cursorSpec);
   }
 
   private ddlDone(admitted: Admission, o: Parameters<OutcomeSink>[0]): void {

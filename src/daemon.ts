@@ -29,6 +29,12 @@ import type { PgTarget, SessionAuth } from './proxy/postgres/connection.js';
 import type { PipelineDeps } from './proxy/session.js';
 import { TokenVerifier, type VerifierOptions } from './identity/verifier.js';
 import { PgListener } from './proxy/postgres/listener.js';
+import { approvalsRoute } from './admin/approvals-api.js';
+import { MemoryApprovalStore } from './approvals/memory-store.js';
+import { SlackNotifier, WebhookNotifier, type Notifier } from './approvals/notify.js';
+import { PostgresApprovalStore } from './approvals/pg-store.js';
+import { ApprovalService } from './approvals/service.js';
+import type { ApprovalStore } from './approvals/types.js';
 
 /** A running dbward. */
 export interface Daemon {
@@ -38,6 +44,7 @@ export interface Daemon {
   metrics: Metrics;
   log: Logger;
   audit: AuditTrail;
+  approvals: ApprovalService;
   /** Loads the policy files again (SIGHUP); an invalid policy leaves the old one in force. Returns whether the new one is in force. */
   reloadPolicy(): boolean;
   /** Drains sessions (up to the configured timeout), flushes the audit trail, closes everything. */
@@ -64,11 +71,20 @@ export async function startDaemon(config: Config, opts: { log?: Logger; verifier
   const verifier = config.identity.mode === 'oidc' ? new TokenVerifier(config.identity.verifier, opts.verifier) : null;
   if (!verifier) log.warn('identity.mode is unverified: sessions are NOT authenticated (loopback listeners only)');
   const audit = await openTrail(config.audit, metrics, log.child({ room: 'audit' }));
+  let adminBase: string | null = config.approvals.publicUrl;
+  let approvals: ApprovalService;
+  try {
+    approvals = await approvalService(config, audit, log.child({ room: 'approvals' }), () => adminBase);
+  } catch (err) {
+    await audit.close();
+    throw err;
+  }
   // An invalid policy stops dbward here: it never starts without one.
   let policy: PolicyHolder;
   try {
     policy = new PolicyHolder(config.policy.paths, log.child({ room: 'policy' }), metrics);
   } catch (err) {
+    await approvals.close();
     await audit.close();
     throw err;
   }
@@ -98,7 +114,7 @@ export async function startDaemon(config: Config, opts: { log?: Logger; verifier
         : { mode: 'unverified' };
       const listener = new PgListener({
         targets, cancels, secureContext, requireTls: l.requireTls, auth, limits: config.limits, analysis,
-        metrics, log: log.child({ listener: l.name }), audit: audit.sink, texts, policy, masking,
+        metrics, log: log.child({ listener: l.name }), audit: audit.sink, texts, policy, masking, approvals,
       });
       ports[l.name] = await listener.listen(l.host, l.port);
       listeners.push({ name: l.name, listener });
@@ -114,13 +130,22 @@ export async function startDaemon(config: Config, opts: { log?: Logger; verifier
           ...(policy.problem ? [`policy reload refused, previous policy in force: ${policy.problem}`] : []),
           ...audit.warnings(),
         ],
-      }, auditRoute(config, verifier, log));
+      }, routes(auditRoute(config, verifier, log), approvalsRoute({
+        service: approvals, verifier, log: log.child({ room: 'approvals' }),
+        linkKey: config.approvals.linkKey ? readKey(config.approvals.linkKey, 'approvals.link_key', 'the approval link key') : null,
+        slack: config.approvals.slack && {
+          signingSecret: config.approvals.slack.signingSecret ? Buffer.from(resolveSecret(config.approvals.slack.signingSecret) ?? '') : null,
+          users: config.approvals.slack.users,
+        },
+      })));
+      adminBase ??= `http://${config.admin.host.includes(':') ? `[${config.admin.host}]` : config.admin.host}:${admin.port}`;
       log.info({ host: config.admin.host, port: admin.port }, 'admin server listening');
     }
   } catch (err) {
     policy.close();
     await Promise.all(listeners.map((l) => l.listener.drain(0)));
     admin?.server.close();
+    await approvals.close();
     await audit.close();
     throw err;
   }
@@ -131,6 +156,7 @@ export async function startDaemon(config: Config, opts: { log?: Logger; verifier
     metrics,
     log,
     audit,
+    approvals,
     reloadPolicy: () => policy.reload('SIGHUP'),
     async stop() {
       if (stopping) return;
@@ -142,6 +168,7 @@ export async function startDaemon(config: Config, opts: { log?: Logger; verifier
         const server = admin.server;
         await new Promise<void>((r) => { server.close(() => r()); server.closeAllConnections(); });
       }
+      await approvals.close();
       await audit.close();
       log.info('stopped');
     },
@@ -172,6 +199,40 @@ function auditRoute(config: Config, verifier: TokenVerifier | null, log: Logger)
     await handler(req, res);
     return true;
   };
+}
+
+/** Several admin routes, tried in order. */
+function routes(...all: AdminRoute[]): AdminRoute {
+  return async (req, res, path) => {
+    for (const r of all) if (await r(req, res, path)) return true;
+    return false;
+  };
+}
+
+/** The approvals service from config: its store, notifiers and link key. Secrets are read now, so a missing one fails at start. */
+async function approvalService(config: Config, audit: AuditTrail, log: Logger, baseUrl: () => string | null): Promise<ApprovalService> {
+  const a = config.approvals;
+  const notifiers: Notifier[] = [];
+  if (a.slack) {
+    const url = resolveSecret(a.slack.webhookUrl);
+    if (!url) throw new Error('approvals.slack.webhook_url: the secret is empty');
+    notifiers.push(new SlackNotifier({ webhookUrl: url, timeoutMs: a.notifyTimeoutMs }));
+  }
+  for (const w of a.webhooks) {
+    notifiers.push(new WebhookNotifier({ name: w.name, url: w.url, secret: Buffer.from(resolveSecret(w.secret) ?? ''), timeoutMs: a.notifyTimeoutMs }));
+  }
+  const linkKey = a.linkKey ? readKey(a.linkKey, 'approvals.link_key', 'the approval link key') : null;
+  const store: ApprovalStore = a.store === 'postgres'
+    ? await PostgresApprovalStore.open({
+      connection: { ...auditDbOptions({ ...a.postgres!, maxQueue: 0 }), application_name: 'dbward approvals' },
+      table: a.postgres!.table,
+      onError: (err) => log.warn({ err }, 'approval store connection problem'),
+    })
+    : new MemoryApprovalStore();
+  return new ApprovalService({
+    store, audit: audit.sink, notifiers, replica: a.replica, log, sweepMs: a.sweepMs,
+    links: linkKey ? { key: linkKey, baseUrl } : null,
+  });
 }
 
 function pgTarget(t: TargetConfig): PgTarget {

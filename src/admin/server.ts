@@ -36,7 +36,8 @@ export async function startAdminServer(
 
 async function handle(req: http.IncomingMessage, res: http.ServerResponse, metrics: Metrics, readiness: Readiness, route: AdminRoute | null): Promise<void> {
   const path = (req.url ?? '/').split('?')[0];
-  if (req.method !== 'GET' && req.method !== 'HEAD') {
+  const own = path === '/metrics' || path === '/healthz' || path === '/readyz';
+  if (own && req.method !== 'GET' && req.method !== 'HEAD') {
     res.writeHead(405, { allow: 'GET, HEAD' }).end();
     return;
   }

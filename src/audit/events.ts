@@ -146,7 +146,44 @@ export interface PolicyReloadEvent extends Base {
   error?: string;
 }
 
+/**
+ * One step of a just-in-time approval: requested, notified (or notify_failed),
+ * decided (one approver's answer; approved or denied once it settles the
+ * request), used (a statement ran on the grant), expired, withdrawn. `session`
+ * is the requesting session's id.
+ */
+export interface ApprovalEvent extends Base {
+  type: 'approval';
+  step: 'requested' | 'notified' | 'notify_failed' | 'decided' | 'approved' | 'denied' | 'used' | 'expired' | 'withdrawn';
+  request: {
+    id: string;
+    status: 'pending' | 'approved' | 'used' | 'denied' | 'expired' | 'withdrawn';
+    requester: string;
+    target: string;
+    rules: string[];
+    approvers: string[];
+    required: number;
+    mode: 'wait' | 'retry';
+    grant: 'once' | 'window';
+    fingerprint: string | null;
+    /** With requested: the statement as the trail records it. */
+    text?: string;
+    expires_at: string;
+    grant_expires_at: string | null;
+    uses: number;
+  };
+  /** With decided, approved, denied: who answered, from where. */
+  actor?: { user: string; subject: string; groups: string[]; via: 'cli' | 'api' | 'slack' | 'link' };
+  reason?: string | null;
+  /** With notified and notify_failed: which notifier, and why it failed. */
+  notifier?: string;
+  error?: string;
+  /** With used: the statement event that ran on the grant. */
+  statement_id?: string;
+}
+
 export type AuditEvent =
+  | ApprovalEvent
   | SessionStartEvent
   | SessionEndEvent
   | SessionRefusedEvent

@@ -90,30 +90,28 @@ export class SessionFragments {
 
   /** The statement record: the text (normalized when it must be), its fingerprint, and the protocol's names. */
   private statementJson(statement: StatementEvent['statement'], analysis: Analysis | undefined): string {
-    let text = statement.text;
-    let extra = '';
-    if (analysis && !analysis.ok) {
-      // Denied, but still recorded: scrubbed of anything that looks like a credential.
-      const scrubbed = this.texts.scrub(text);
-      if (scrubbed !== text) {
-        text = scrubbed;
-        extra = ',"redacted":true';
-      }
-    } else if (analysis) {
-      const facts = textFacts(analysis);
-      if (facts.secret || this.texts.redactLiterals) {
-        // libpg_query leaves some literals in place (EXECUTE arguments, some DDL options):
-        // a text that still holds one after normalizing is not recorded at all.
-        facts.normalized ??= withoutLiterals(this.texts.normalize(text)) ?? WITHHELD;
-        text = facts.normalized;
-        extra = ',"redacted":true';
-      }
-      if (facts.fingerprint !== null) extra += `,"fingerprint":"${facts.fingerprint}"`;
-    }
+    const { text, redacted, fingerprint } = this.recordedText(statement.text, analysis);
+    const extra = (redacted ? ',"redacted":true' : '') + (fingerprint !== null ? `,"fingerprint":"${fingerprint}"` : '');
     const names = (statement.name !== undefined ? `,"name":${JSON.stringify(statement.name)}` : '')
       + (statement.portal !== undefined ? `,"portal":${JSON.stringify(statement.portal)}` : '')
       + (statement.function_oid !== undefined ? `,"function_oid":${statement.function_oid}` : '');
     return `{"text":${JSON.stringify(text)}${extra}${names}}`;
+  }
+
+  /** A statement text as the trail records it (normalized or scrubbed when it must be), and its fingerprint. */
+  recordedText(text: string, analysis: Analysis | undefined): { text: string; redacted: boolean; fingerprint: string | null } {
+    if (!analysis) return { text, redacted: false, fingerprint: null };
+    if (!analysis.ok) {
+      // Denied, but still recorded: scrubbed of anything that looks like a credential.
+      const scrubbed = this.texts.scrub(text);
+      return { text: scrubbed, redacted: scrubbed !== text, fingerprint: null };
+    }
+    const facts = textFacts(analysis);
+    if (!facts.secret && !this.texts.redactLiterals) return { text, redacted: false, fingerprint: facts.fingerprint };
+    // libpg_query leaves some literals in place (EXECUTE arguments, some DDL options):
+    // a text that still holds one after normalizing is not recorded at all.
+    facts.normalized ??= withoutLiterals(this.texts.normalize(text)) ?? WITHHELD;
+    return { text: facts.normalized, redacted: true, fingerprint: facts.fingerprint };
   }
 
   /** The JSON of a tag list; a single tag's JSON is cached, as most statements of a session repeat a few tags. */

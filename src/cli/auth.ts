@@ -96,6 +96,11 @@ export function token(argv: string[]): Promise<number> {
   });
 }
 
+/** The cached login's access token (refreshed when due), for commands that call dbward's admin API. */
+export function cachedAccessToken(cachePath?: string): Promise<string> {
+  return userToken(new TokenCache(cachePath ?? defaultCachePath()), {});
+}
+
 /** The cached user token, refreshed first when it expires within the margin. */
 async function userToken(cache: TokenCache, want: { issuer?: string; clientId?: string; resource?: string; scope?: string }): Promise<string> {
   const cached = findLogin(await cache.read(), {

@@ -7,6 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Config } from '../config/types.js';
+import { defaultApprovals } from '../config/build.js';
 import { startDaemon, type Daemon } from '../daemon.js';
 import { startDemoDatabaseProcess } from '../embedded/demo-db-process.js';
 import { createDevCertificate } from '../embedded/devcert.js';
@@ -42,6 +43,7 @@ export async function runDev(opts: { port: number; adminPort: number; idpPort: n
     }],
     // The example policies: nobody changes role or touches server files; UPDATE/DELETE need
     // a WHERE; writes to the PII tables need approval; agents stay away from them.
+    approvals: defaultApprovals(),
     policy: { paths: DEV_POLICIES.map((f) => fileURLToPath(new URL(`../../examples/policies/${f}`, import.meta.url))), watch: false },
     identity: {
       mode: 'oidc',
@@ -69,8 +71,10 @@ export async function runDev(opts: { port: number; adminPort: number; idpPort: n
   }
   const user = ACCOUNTS.alice!.email;
   let token: string;
+  let approverToken: string;
   try {
-    token = await idp.mintToken('alice');
+    // carol is a privacy officer: she can approve what the pii-approval policy holds for alice.
+    [token, approverToken] = await Promise.all([idp.mintToken('alice'), idp.mintToken('carol')]);
   } catch (err) {
     await Promise.all([daemon.stop(), db.stop(), idp.close()]);
     throw err;
@@ -78,6 +82,8 @@ export async function runDev(opts: { port: number; adminPort: number; idpPort: n
   const tokenFile = path.join(stateDir, 'alice.token');
   fs.mkdirSync(stateDir, { recursive: true, mode: 0o700 });
   fs.writeFileSync(tokenFile, `${token}\n`, { mode: 0o600 });
+  const approverFile = path.join(stateDir, 'carol.token');
+  fs.writeFileSync(approverFile, `${approverToken}\n`, { mode: 0o600 });
   process.stderr.write(readyText(daemon, idp, { user, token, tokenFile, tls: Boolean(cert), audit: config.audit.file!.path }));
   return Object.assign(daemon, { onStop: async () => { await Promise.all([db.stop(), idp.close()]); } });
 }
@@ -101,6 +107,9 @@ function readyText(daemon: Daemon, idp: DevIssuer, o: { user: string; token: str
     'Or get your own token:',
     `  dbward login ${cli} ${DEVICE_CLIENT_ID} --resource ${DBWARD_RESOURCE}     # device flow; then PGPASSWORD=$(dbward token)`,
     `  DBWARD_CLIENT_SECRET=${AGENT_CLIENT.secret} dbward token --client-credentials ${cli} ${AGENT_CLIENT.id} --resource ${DBWARD_RESOURCE}   # an AI agent (user ${AGENT_CLIENT.id})`,
+    '',
+    'Writes to the PII tables wait for a privacy officer. Approve as carol@example.com from another terminal:',
+    `  DBWARD_TOKEN=$(cat ${path.join(path.dirname(o.tokenFile), 'carol.token')}) dbward approvals approve <request id> --url http://127.0.0.1:${daemon.adminPort}`,
     '',
     `Audit trail: ${o.audit}   Metrics: http://127.0.0.1:${daemon.adminPort}/metrics`,
     o.tls ? '' : 'openssl was not found, so TLS is off in dev mode.',

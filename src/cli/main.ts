@@ -21,6 +21,8 @@ Usage:
                                   lint policies, run policy test cases, explain a decision
   dbward audit verify|search|session|tail ...
                                   verify the audit trail's chain, search it, follow it
+  dbward approvals list|show|approve|deny [ID] [--reason TEXT] [--url ADMIN_URL]
+                                  see and decide approval requests (as the logged-in user)
   dbward --version
 
 Signals: SIGTERM/SIGINT drain sessions (up to shutdown.drain_timeout_ms) and exit;
@@ -73,6 +75,10 @@ async function main(argv: string[]): Promise<number> {
   if (command === 'audit') {
     const { auditCommand } = await import('./audit.js');
     return auditCommand(rest);
+  }
+  if (command === 'approvals') {
+    const { approvalsCommand } = await import('./approvals.js');
+    return approvalsCommand(rest);
   }
   if (command === 'login' || command === 'token') {
     // Loaded only here: the daemon never needs the OIDC client side.

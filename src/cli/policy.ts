@@ -203,7 +203,7 @@ function describeDecision(d: Decision): string {
   const by = d.ruleIds.length ? ` by ${d.ruleIds.join(', ')}` : '';
   const parts = [`${d.action}${by}${d.default ? ' (default)' : ''}`];
   if (d.limitRows !== undefined) parts.push(`at most ${d.limitRows} rows`);
-  if (d.approval) parts.push(`approvers ${d.approval.approvers.join(', ')}, valid ${d.approval.ttlSec}s`);
+  if (d.approval) parts.push(`approvers ${d.approval.approvers.join(', ')} (${d.approval.required} needed), ${d.approval.mode} mode, open ${d.approval.timeoutSec}s, grant ${d.approval.grant} valid ${d.approval.ttlSec}s`);
   if (d.message) parts.push(d.message);
   return parts.join('; ');
 }

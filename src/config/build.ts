@@ -4,7 +4,7 @@ import { hostname } from 'node:os';
 import path from 'node:path';
 import { resolveIdentityConfig } from '../identity/types.js';
 import { isLoopbackHost } from '../identity/verifier.js';
-import type { AuditConfig, Config, MaskingConfig, IdentitySettings, PostgresAuditConfig, ListenerConfig, SecretRef, TargetConfig } from './types.js';
+import type { ApprovalsConfig, AuditConfig, Config, MaskingConfig, IdentitySettings, PostgresAuditConfig, ListenerConfig, SecretRef, TargetConfig } from './types.js';
 import { fieldPath, type Locator, type PathSegment } from './locate.js';
 import type { SchemaProblem } from './schema.js';
 
@@ -61,6 +61,20 @@ interface RawAudit {
   nats?: { servers?: string[]; stream?: string; subject?: string; credentials?: string; max_queue?: number };
 }
 
+type RawSecret = { env?: string; file?: string };
+
+interface RawApprovals {
+  store?: 'memory' | 'postgres';
+  postgres?: RawAudit['postgres'];
+  replica?: string;
+  public_url?: string;
+  link_key?: RawSecret;
+  sweep_ms?: number;
+  slack?: { webhook_url: RawSecret; signing_secret?: RawSecret; users?: Record<string, { user: string; groups: string[] }> };
+  webhooks?: { name: string; url: string; secret: RawSecret }[];
+  notify_timeout_ms?: number;
+}
+
 export interface RawConfig {
   listeners: RawListener[];
   targets: RawTarget[];
@@ -68,6 +82,7 @@ export interface RawConfig {
   policy: { path: string | string[]; watch?: boolean };
   audit?: RawAudit;
   masking?: { hash_key?: { env?: string; file?: string } };
+  approvals?: RawApprovals;
   admin?: { host?: string; port?: number | null; audit_groups?: string[] };
   limits?: { max_message_bytes?: number; max_startup_bytes?: number; startup_timeout_ms?: number };
   log?: { level?: Config['log']['level'] };
@@ -140,6 +155,9 @@ export function crossFieldProblems(data: unknown, locate: Locator): SchemaProble
   if (audit?.primary === 'none') {
     for (const s of ['postgres', 'nats'] as const) if (audit[s] !== undefined) report(['audit', s], 'has nothing to receive while audit.primary is none');
   }
+  const approvals = (data as Record<string, unknown> | null)?.approvals as Record<string, unknown> | undefined;
+  if (approvals?.store === 'postgres' && approvals.postgres === undefined) report(['approvals', 'store'], 'is postgres but there is no approvals.postgres section');
+  if (approvals?.postgres !== undefined && approvals.store !== 'postgres') report(['approvals', 'postgres'], 'is only used with store: postgres');
   const auditTls = (audit?.postgres as Record<string, unknown> | undefined)?.tls as Record<string, unknown> | undefined;
   if (auditTls?.ca !== undefined && auditTls.mode !== 'verify-full') report(['audit', 'postgres', 'tls', 'ca'], 'is only used with mode verify-full');
   if (identity && typeof identity.issuer === 'string') {
@@ -198,6 +216,7 @@ export function buildConfig(raw: RawConfig, source: string): Config {
     policy: { paths: (Array.isArray(raw.policy.path) ? raw.policy.path : [raw.policy.path]).map(rel), watch: raw.policy.watch ?? true },
     audit: auditConfig(raw.audit ?? {}, rel),
     masking: { hashKey: hashKeyRef(raw.masking?.hash_key, rel) },
+    approvals: approvalsConfig(raw.approvals ?? {}, rel),
     // `port: null` must survive as null (admin disabled), so only a missing key gets the default.
     admin: {
       host: raw.admin?.host ?? '127.0.0.1',
@@ -217,6 +236,39 @@ export function buildConfig(raw: RawConfig, source: string): Config {
 function hashKeyRef(key: { env?: string; file?: string } | undefined, rel: (p: string) => string): MaskingConfig['hashKey'] {
   if (key?.env !== undefined) return { env: key.env };
   return key?.file !== undefined ? { file: rel(key.file) } : null;
+}
+
+/** The approvals section of a config that has none (memory store, no notifiers). */
+export function defaultApprovals(): ApprovalsConfig {
+  return approvalsConfig({}, (p) => p);
+}
+
+function approvalsConfig(raw: RawApprovals, rel: (p: string) => string): ApprovalsConfig {
+  const pg = raw.postgres;
+  return {
+    store: raw.store ?? 'memory',
+    postgres: pg === undefined ? null : { ...postgresConfig(pg, rel), table: pg.table ?? 'dbward_approvals' },
+    replica: raw.replica ?? `${hostname()}:${process.pid}`,
+    publicUrl: raw.public_url?.replace(/\/+$/, '') ?? null,
+    linkKey: hashKeyRef(raw.link_key, rel),
+    sweepMs: raw.sweep_ms ?? 5000,
+    slack: raw.slack === undefined ? null : {
+      webhookUrl: secretRef(raw.slack.webhook_url, rel),
+      signingSecret: raw.slack.signing_secret ? secretRef(raw.slack.signing_secret, rel) : null,
+      users: { ...(raw.slack.users ?? {}) },
+    },
+    webhooks: (raw.webhooks ?? []).map((w) => ({ name: w.name, url: w.url, secret: secretRef(w.secret, rel) })),
+    notifyTimeoutMs: raw.notify_timeout_ms ?? 5000,
+  };
+}
+
+/** The connection fields shared by the audit table and the approvals table. */
+function postgresConfig(pg: NonNullable<RawAudit['postgres']>, rel: (p: string) => string): Omit<PostgresAuditConfig, 'maxQueue' | 'table'> {
+  return {
+    host: pg.host, port: pg.port ?? 5432, database: pg.database ?? 'postgres', user: pg.user,
+    password: secretRef(pg.password, rel),
+    tls: { mode: pg.tls?.mode ?? 'disable', ...(pg.tls?.ca !== undefined && { ca: rel(pg.tls.ca) }) },
+  };
 }
 
 function auditConfig(raw: RawAudit, rel: (p: string) => string): AuditConfig {
@@ -240,9 +292,7 @@ function auditConfig(raw: RawAudit, rel: (p: string) => string): AuditConfig {
       rotateMs: Math.round((f.rotate_hours ?? 24) * 3_600_000),
     },
     postgres: pg === undefined ? null : {
-      host: pg.host, port: pg.port ?? 5432, database: pg.database ?? 'postgres', user: pg.user,
-      password: secretRef(pg.password, rel),
-      tls: { mode: pg.tls?.mode ?? 'disable', ...(pg.tls?.ca !== undefined && { ca: rel(pg.tls.ca) }) },
+      ...postgresConfig(pg, rel),
       table: pg.table ?? 'dbward_audit',
       maxQueue: pg.max_queue ?? 100_000,
     },

@@ -114,6 +114,21 @@ export interface AuditConfig {
   nats: NatsAuditConfig | null;
 }
 
+/** Just-in-time approvals: the store, notifiers and link signing. */
+export interface ApprovalsConfig {
+  store: 'memory' | 'postgres';
+  /** Set with store postgres (the audit table's connection fields). */
+  postgres: Omit<PostgresAuditConfig, 'maxQueue'> | null;
+  replica: string;
+  /** Base of approval links; null: http://<admin host>:<admin port>. */
+  publicUrl: string | null;
+  linkKey: { env: string } | { file: string } | null;
+  sweepMs: number;
+  slack: { webhookUrl: SecretRef; signingSecret: SecretRef | null; users: Record<string, { user: string; groups: string[] }> } | null;
+  webhooks: { name: string; url: string; secret: SecretRef }[];
+  notifyTimeoutMs: number;
+}
+
 export interface AdminConfig {
   host: string;
   /** 0 picks a free port; null disables the admin server. */
@@ -147,6 +162,7 @@ export interface Config {
   policy: PolicyConfig;
   audit: AuditConfig;
   masking: MaskingConfig;
+  approvals: ApprovalsConfig;
   admin: AdminConfig;
   limits: LimitsConfig;
   log: { level: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent' };

@@ -23,6 +23,7 @@ export const SERVICE_CLIENT = { id: 'etl-service', secret: 'etl-service-secret-0
 export const ACCOUNTS: Record<string, { email: string; name: string; preferred_username: string; groups: string[] }> = {
   alice: { email: 'alice@example.com', name: 'Alice Admin', preferred_username: 'alice', groups: ['dba', 'developers'] },
   bob: { email: 'bob@example.com', name: 'Bob Builder', preferred_username: 'bob', groups: ['developers'] },
+  carol: { email: 'carol@example.com', name: 'Carol Checker', preferred_username: 'carol', groups: ['dba', 'privacy-officers'] },
 };
 
 const RESOURCE_SCOPE = 'dbward:connect';

@@ -37,6 +37,8 @@ export interface CompiledRule {
   message: string | undefined;
   approvers: readonly string[];
   ttlSec: number;
+  /** require_approval: how the client waits, how many approvers, how long a request stays open, how a grant is used. */
+  approval: { mode: 'wait' | 'retry'; required: number; timeoutSec: number; grant: 'once' | 'window' };
   rows: number;
   identity: IdentityMatcher | null;
   target: TargetMatcher | null;
@@ -57,6 +59,7 @@ export interface CompiledPolicy {
 }
 
 const DEFAULT_TTL_SEC = 3600;
+const DEFAULT_TIMEOUT_SEC = 600;
 
 /** Compiles schema-valid policy files into one policy; problems are errors that must stop a load. */
 export function compilePolicy(sources: PolicySource[]): { policy: CompiledPolicy; problems: ConfigProblem[] } {
@@ -148,6 +151,10 @@ function compileRule(raw: RawRule, index: number, path: PathSegment[], source: P
     message: raw.message,
     approvers: raw.approvers ?? [],
     ttlSec: raw.ttl === undefined ? DEFAULT_TTL_SEC : ttlSeconds(raw.ttl),
+    approval: {
+      mode: raw.mode ?? 'wait', required: raw.approvals ?? 1,
+      timeoutSec: raw.timeout === undefined ? DEFAULT_TIMEOUT_SEC : ttlSeconds(raw.timeout), grant: raw.grant ?? 'once',
+    },
     rows: raw.rows ?? 0,
     identity, target, statement, unparsable, raw, path, source,
   };
@@ -177,6 +184,10 @@ const ACTION_FIELDS: Record<string, RuleAction[]> = {
   message: ['deny', 'require_approval'],
   approvers: ['require_approval'],
   ttl: ['require_approval'],
+  mode: ['require_approval'],
+  approvals: ['require_approval'],
+  timeout: ['require_approval'],
+  grant: ['require_approval'],
   rows: ['limit_rows'],
 };
 

@@ -15,12 +15,24 @@ export interface Decision {
   ruleIds: string[];
   /** True when no rule matched and the policy's default applied. */
   default: boolean;
-  /** Shown to the client on deny (and on require_approval until approvals exist). */
+  /** Shown to the client on deny and require_approval. */
   message?: string;
   /** With allow: the most rows the client may receive (smallest limit_rows that matched). */
   limitRows?: number;
-  /** With require_approval: who may approve, and how long an approval stays valid. */
-  approval?: { approvers: string[]; ttlSec: number };
+  /** With require_approval: who may approve, how many, how long an approval stays valid, and how the client waits. */
+  approval?: ApprovalTerms;
+}
+
+/** What a require_approval decision asks for (several matching rules combined: the strictest of each). */
+export interface ApprovalTerms {
+  approvers: string[];
+  ttlSec: number;
+  /** Distinct approvers needed. */
+  required: number;
+  /** How long a request stays open for a decision. */
+  timeoutSec: number;
+  mode: 'wait' | 'retry';
+  grant: 'once' | 'window';
 }
 
 /** Decides statements for sessions. Synchronous and allocation-light: decisions sit on the hot path. */

@@ -8,7 +8,7 @@
 import type { Analysis, StatementFacts } from '../analysis/facts.js';
 import type { SessionIdentity } from '../identity/types.js';
 import type { TargetInfo } from '../proxy/session.js';
-import type { Decision, PolicyEngine } from './decide.js';
+import type { ApprovalTerms, Decision, PolicyEngine } from './decide.js';
 import type { CompiledMasking } from '../masking/policy.js';
 import type { CompiledPolicy, CompiledRule } from './compile.js';
 import { FactsView } from './match.js';
@@ -271,9 +271,17 @@ function buildDecision(level: number, rules: CompiledRule[], byDefault: boolean,
     }
     const message = rules.find((r) => r.message !== undefined)?.message
       ?? `requires approval by ${approvers.join(', ')} (policy rule "${rules[0]!.id}")`;
+    // Every rule must be satisfied: the most approvers, the shortest windows, single use if any says so;
+    // the client waits unless every rule lets it retry.
     return Object.freeze({
       action: 'require_approval', ruleIds, default: false, message,
-      approval: Object.freeze({ approvers: Object.freeze([...approvers]) as string[], ttlSec }),
+      approval: Object.freeze({
+        approvers: Object.freeze([...approvers]) as string[], ttlSec,
+        required: Math.max(...rules.map((r) => r.approval.required)),
+        timeoutSec: Math.min(...rules.map((r) => r.approval.timeoutSec)),
+        mode: rules.every((r) => r.approval.mode === 'retry') ? 'retry' : 'wait',
+        grant: rules.some((r) => r.approval.grant === 'once') ? 'once' : 'window',
+      } satisfies ApprovalTerms),
     });
   }
   const caps = rules.filter((r) => r.action === 'limit_rows').map((r) => r.rows);

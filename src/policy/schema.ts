@@ -101,7 +101,7 @@ function describe(e: ErrorObject, at: PathSegment[]): string {
     case 'maxLength':
       return `must be at most ${String(p.limit)} characters`;
     case 'pattern':
-      if (at[at.length - 1] === 'ttl') return 'must be a number of seconds or a duration such as 30s, 15m, 2h, 1d';
+      if (at[at.length - 1] === 'ttl' || at[at.length - 1] === 'timeout') return 'must be a number of seconds or a duration such as 30s, 15m, 2h, 1d';
       if (at[at.length - 1] === 'id') return 'must start with a letter or digit and hold only letters, digits and . _ : -';
       return `must match ${String(p.pattern)}`;
   }

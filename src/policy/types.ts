@@ -73,6 +73,10 @@ export interface RawRule {
   message?: string;
   approvers?: string[];
   ttl?: number | string;
+  mode?: 'wait' | 'retry';
+  approvals?: number;
+  timeout?: number | string;
+  grant?: 'once' | 'window';
   rows?: number;
 }
 

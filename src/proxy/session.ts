@@ -17,6 +17,8 @@ import type { Decision, PolicyEngine } from '../policy/decide.js';
 import type { TargetCatalog } from '../masking/catalog.js';
 import { rulesFor } from '../masking/policy.js';
 import { SessionMasking, type StatementTaint } from '../masking/session.js';
+import { ApprovalService } from '../approvals/service.js';
+import type { ApprovalRequest } from '../approvals/types.js';
 
 export type { SessionIdentity } from '../identity/types.js';
 
@@ -53,6 +55,8 @@ export interface PipelineDeps {
   log: Logger;
   /** The catalog of a target (for masking) and the hash strategy's key; absent: policies may not mask. */
   masking?: { catalog(target: TargetInfo): TargetCatalog; hashKey: Buffer | null };
+  /** Just-in-time approvals; absent: require_approval refuses the statement. */
+  approvals?: ApprovalService;
 }
 
 /** A policy decision together with the analysis it was made on. */
@@ -85,8 +89,15 @@ export interface Admission {
 
 export type Outcome = StatementOutcomeEvent['outcome'];
 
-/** Why a statement was not forwarded. */
-export type Refusal = { reason: 'policy'; decision: Ruling } | { reason: 'audit'; error: Error };
+/**
+ * Why a statement was not forwarded: policy said no; the audit store could not
+ * be written; or it needs approval (`request` pending in retry mode, or ended
+ * without approval; null when no request could be made, with `message` saying why).
+ */
+export type Refusal =
+  | { reason: 'policy'; decision: Ruling }
+  | { reason: 'audit'; error: Error }
+  | { reason: 'approval'; decision: Ruling; request: ApprovalRequest | null; message?: string };
 
 /** The per-session pipeline: every statement passes decide() and admit() before forwarding. */
 export class SessionPipeline {
@@ -121,6 +132,10 @@ export class SessionPipeline {
   /** The last COMMIT, ROLLBACK or PREPARE TRANSACTION tag, and whether the last statement failed. */
   private endTag: string | null = null;
   private lastFailed = false;
+  /** The approval the session waits for, if any: aborted by a cancel request or the session's end. */
+  private waiting: AbortController | null = null;
+  /** Told when a statement starts waiting for approval (the protocol layer sends a notice). */
+  onHeld: ((request: ApprovalRequest) => void) | null = null;
 
   constructor(
     private readonly deps: PipelineDeps,
@@ -224,6 +239,7 @@ export class SessionPipeline {
   admit(stmt: StatementRequest, decision: Ruling): Admission | Refusal | Promise<Admission | Refusal> {
     const { id, line } = this.fragments.statement(stmt.protocol, statementRecord(stmt), decision.decision, decision.analysis);
     this.statements++;
+    if (decision.decision.action === 'require_approval' && this.deps.approvals) return this.held(stmt, decision, id, line);
     if (decision.decision.action !== 'allow') {
       this.deps.metrics.pgDenied.inc();
       this.deps.metrics.refusals.inc({ reason: 'policy' });
@@ -241,6 +257,71 @@ export class SessionPipeline {
     }
     if (!pending) return { eventId: id, startedNs: process.hrtime.bigint() };
     return pending.then(() => ({ eventId: id, startedNs: process.hrtime.bigint() }), (error: Error) => this.auditFailed(error));
+  }
+
+  /**
+   * A statement that needs approval: runs at once on a grant for it (a retry
+   * after approval), else makes a request and, in wait mode, waits for it.
+   * The statement event is committed when it runs, appended when it does not.
+   */
+  private async held(stmt: StatementRequest, ruling: Ruling, eventId: string, line: string): Promise<Admission | Refusal> {
+    const approvals = this.deps.approvals!;
+    const terms = ruling.decision.approval!;
+    if (!this.identity.verified) {
+      this.safeAppend(line);
+      return { reason: 'approval', decision: ruling, request: null, message: 'approvals need identity.mode oidc: nobody can vouch for an unverified requester' };
+    }
+    const recorded = this.fragments.recordedText(stmt.text, ruling.analysis);
+    const key = ApprovalService.key(this.identity, this.target, recorded.text);
+    let request: ApprovalRequest;
+    try {
+      if (await approvals.useGrant(key, eventId)) return await this.admitHeld(ruling, line, eventId);
+      request = await approvals.request({
+        identity: this.identity, session: this.id, target: this.target, text: recorded.text,
+        fingerprint: recorded.fingerprint, rules: ruling.decision.ruleIds, terms,
+      }, key);
+    } catch (error) {
+      this.safeAppend(line);
+      return this.auditFailed(error as Error);
+    }
+    if (request.mode === 'retry') {
+      this.safeAppend(line);
+      return { reason: 'approval', decision: ruling, request };
+    }
+    this.onHeld?.(request);
+    const ac = new AbortController();
+    this.waiting = ac;
+    let final: ApprovalRequest;
+    try {
+      final = await approvals.wait(request.id, ac.signal);
+      if (final.status === 'approved' && await approvals.useOne(final.id, eventId)) return await this.admitHeld(ruling, line, eventId);
+    } catch (error) {
+      this.safeAppend(line);
+      return this.auditFailed(error as Error);
+    } finally {
+      this.waiting = null;
+    }
+    this.safeAppend(line);
+    return { reason: 'approval', decision: ruling, request: final };
+  }
+
+  private async admitHeld(ruling: Ruling, line: string, eventId: string): Promise<Admission> {
+    this.deps.metrics.pgAllowed.inc();
+    this.sql.apply(ruling.analysis);
+    await this.deps.audit.commit(line);
+    return { eventId, startedNs: process.hrtime.bigint() };
+  }
+
+  /** True when require_approval holds statements for a decision (rather than refusing them). */
+  get takesApprovals(): boolean {
+    return this.deps.approvals !== undefined;
+  }
+
+  /** Withdraws the approval the session waits for (a cancel request); returns whether there was one. */
+  cancelWait(why = 'cancelled by the client'): boolean {
+    if (!this.waiting) return false;
+    this.waiting.abort(why);
+    return true;
   }
 
   /** Appends the outcome of an admitted statement. */
@@ -313,6 +394,7 @@ export class SessionPipeline {
   end(reason: string): void {
     if (this.ended) return;
     this.ended = true;
+    this.cancelWait('the session ended while it waited');
     reason = this.endReason ?? reason;
     if (this.started) this.deps.metrics.sessionsActive.dec({ engine: 'postgres' });
     // The server rolls back a block left open when its connection ends.

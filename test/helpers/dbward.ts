@@ -6,7 +6,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { pino } from 'pino';
-import type { AuditConfig, Config, IdentitySettings, ListenerConfig, TargetConfig } from '../../src/config/types.js';
+import type { ApprovalsConfig, AuditConfig, Config, IdentitySettings, ListenerConfig, TargetConfig } from '../../src/config/types.js';
+import { defaultApprovals } from '../../src/config/build.js';
 import { startDaemon, type Daemon } from '../../src/daemon.js';
 import type { VerifierOptions } from '../../src/identity/verifier.js';
 import { PG } from './services.js';
@@ -56,6 +57,8 @@ export async function startTestDaemon(opts: {
   audit?: (file: string) => AuditConfig;
   /** masking.hash_key. */
   maskingHashKey?: { env: string } | { file: string };
+  /** Overrides of the approvals section (default: memory store, no notifiers). */
+  approvals?: Partial<ApprovalsConfig>;
 } = {}): Promise<TestDaemon> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dbward-test-'));
   const auditPath = opts.auditPath ?? path.join(dir, 'audit.jsonl');
@@ -69,6 +72,7 @@ export async function startTestDaemon(opts: {
     policy: { paths: opts.policyPaths ?? [policyPath], watch: false },
     audit: opts.audit ? opts.audit(auditPath) : testAuditConfig(auditPath, dir),
     masking: { hashKey: opts.maskingHashKey ?? null },
+    approvals: { ...defaultApprovals(), sweepMs: 200, ...opts.approvals },
     admin: { host: '127.0.0.1', port: 0, auditGroups: opts.auditGroups ?? ['dbward-auditors'] },
     limits: { maxMessageBytes: 64 * 1024 * 1024, maxStartupBytes: 10_000, startupTimeoutMs: 5_000, ...opts.limits },
     log: { level: 'silent' },

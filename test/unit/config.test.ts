@@ -6,6 +6,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { ConfigError, loadConfig, parseConfig } from '../../src/config/load.js';
 import { resolveSecret, SecretError } from '../../src/config/secrets.js';
 import type { Config } from '../../src/config/types.js';
+import { defaultApprovals } from '../../src/config/build.js';
 import { readSchema, schemaProperties } from '../helpers/schema.js';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
@@ -158,6 +159,7 @@ shutdown: { drain_timeout_ms: 0 }
         postgres: null, nats: null,
       },
       masking: { hashKey: null },
+      approvals: { ...defaultApprovals() },
       admin: { host: '0.0.0.0', port: 0, auditGroups: ['dbward-auditors'] },
       limits: { maxMessageBytes: 1048576, maxStartupBytes: 20000, startupTimeoutMs: 3000 },
       log: { level: 'debug' },
@@ -203,6 +205,7 @@ shutdown: { drain_timeout_ms: 0 }
         postgres: null, nats: null,
       },
       masking: { hashKey: null },
+      approvals: { ...defaultApprovals() },
       admin: { host: '127.0.0.1', port: 6480, auditGroups: ['dbward-auditors'] },
       limits: { maxMessageBytes: 134217728, maxStartupBytes: 10000, startupTimeoutMs: 10000 },
       log: { level: 'info' },
@@ -482,13 +485,16 @@ describe('schema, docs and loader stay in sync', () => {
 
   it('gives every property a description and closes every object', () => {
     expect(all.filter(([, s]) => !s.description).map(([p]) => p)).toEqual([]);
-    const open = all.filter(([p, s]) => (s.items ?? s).type === 'object' && (s.items ?? s).additionalProperties !== false && p !== 'targets[].labels');
+    const open = all.filter(([p, s]) => (s.items ?? s).type === 'object' && (s.items ?? s).additionalProperties !== false && p !== 'targets[].labels' && p !== 'approvals.slack.users');
     expect(open.map(([p]) => p)).toEqual([]);
   });
 
   it('declares the same defaults the loader applies', () => {
     // Optional sections take their defaults once present.
-    const cfg = parseConfig(`${MINIMAL}\naudit:\n  postgres: { host: h, user: u }\n  nats: {}\n`, SRC) as unknown as Record<string, unknown>;
+    const cfg = parseConfig(`${MINIMAL}\naudit:\n  postgres: { host: h, user: u }\n  nats: {}\n`
+      + 'approvals:\n  store: postgres\n  postgres: { host: h, user: u }\n  slack: { webhook_url: { env: X } }\n', SRC) as unknown as Record<string, unknown>;
+    // store must be postgres above for its section to load; its default shows on a config without one.
+    const bare = parseConfig(MINIMAL, SRC);
     const camel = (s: string): string => s.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase());
     // Verifier settings live under identity.verifier in Config; mode and grace stay on identity.
     const configPath = (p: string): string =>
@@ -504,6 +510,7 @@ describe('schema, docs and loader stay in sync', () => {
       // The audit path default is relative in the schema and resolved by the loader.
       const want = p === 'audit.file.path' ? path.join(DIR, String(s.default)) : s.default;
       if (p === 'audit.file.rotate_hours') expect(actual('audit.file.rotate_ms'), p).toBe(Number(want) * 3_600_000);
+      else if (p === 'approvals.store') expect(bare.approvals.store, p).toBe(want);
       else expect(actual(p), p).toEqual(want);
     }
   });

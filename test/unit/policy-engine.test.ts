@@ -203,8 +203,8 @@ rules:
   - { id: all, action: allow }
   - { id: cap-big, match: { statement: { tables: { read: [big] } } }, action: limit_rows, rows: 500 }
   - { id: cap-all, match: { statement: { kinds: [select] } }, action: limit_rows, rows: 1000 }
-  - { id: appr-a, match: { statement: { tables: { write: [pay] } } }, action: require_approval, approvers: [dba, finance], ttl: 2h }
-  - { id: appr-b, match: { statement: { tables: { write: ["*.pay"] } } }, action: require_approval, approvers: [finance, sec], ttl: 10m, message: pay is sensitive }
+  - { id: appr-a, match: { statement: { tables: { write: [pay] } } }, action: require_approval, approvers: [dba, finance], ttl: 2h, approvals: 2, mode: retry, timeout: 5m, grant: window }
+  - { id: appr-b, match: { statement: { tables: { write: ["*.pay"] } } }, action: require_approval, approvers: [finance, sec], ttl: 10m, message: pay is sensitive, mode: retry }
   - { id: appr-c, match: { statement: { tables: { write: [ledger] } } }, action: require_approval, approvers: [audit] }
   - { id: no-drop, match: { statement: { kinds: [drop] } }, action: deny, message: no drops }
   - { id: no-drop-2, match: { statement: { kinds: [drop] } }, action: deny }
@@ -215,9 +215,13 @@ rules:
     expect(d).toEqual({ action: 'deny', ruleIds: ['no-drop', 'no-drop-2'], default: false, message: 'no drops' });
   });
 
-  it('several approval rules: only common approvers, shortest ttl, first message', () => {
+  it('several approval rules: only common approvers, the strictest terms, first message', () => {
     const d = p.decide(who(), target(), one({ kinds: ['update'], writes: [qualified('public.pay')], flags: ['writes'] }));
-    expect(d).toEqual({ action: 'require_approval', ruleIds: ['appr-a', 'appr-b'], default: false, message: 'pay is sensitive', approval: { approvers: ['finance'], ttlSec: 600 } });
+    // Most approvers, shortest ttl and timeout (appr-b's default 10m), single use if any rule says so, retry only if all do.
+    expect(d).toEqual({
+      action: 'require_approval', ruleIds: ['appr-a', 'appr-b'], default: false, message: 'pay is sensitive',
+      approval: { approvers: ['finance'], ttlSec: 600, required: 2, timeoutSec: 300, mode: 'retry', grant: 'once' },
+    });
   });
 
   it('approval rules with no common approver deny', () => {

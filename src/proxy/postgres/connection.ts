@@ -201,7 +201,10 @@ export class PgConnection {
         return this.refuse(new PgError('58000', `session refused: dbward could not read the catalog of target "${targetName}" to mask results`, 'FATAL'), user, targetName);
       }
     }
-    const key = this.deps.cancels.issue({ cancel: () => sendCancel(target.endpoint, upstream.pid, upstream.secret) });
+    // A statement waiting for approval has not reached the server: a cancel withdraws the request instead.
+    const key = this.deps.cancels.issue({
+      cancel: () => (pipeline.cancelWait() ? Promise.resolve() : sendCancel(target.endpoint, upstream.pid, upstream.secret)),
+    });
     const greeting = [authenticationOk(), ...upstream.parameters.map(([k, v]) => parameterStatus(k, v)), backendKeyData(key.pid, key.secret), readyForQuery('I')];
     this.socket.write(Buffer.concat(greeting));
     this.detach(this.socket);

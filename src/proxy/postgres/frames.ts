@@ -200,6 +200,11 @@ export class BackendScanner {
     flushSeg(pos);
   }
 
+  /** True between server messages: bytes of dbward's own (a notice) may be written to the client now. */
+  get atBoundary(): boolean {
+    return this.remaining === 0 && this.capBuf === null && this.headerLen === 0 && this.held === null;
+  }
+
   /** True while frames wait for `release()`. */
   get holding(): boolean {
     return this.held !== null;

@@ -20,6 +20,8 @@ import { decodeBind, decodeDescribeOrClose, decodeExecute, decodeFunctionCall, d
 import { ResponseTracker, MASKED_TYPES, TRACKED_TYPES, type OutcomeSink, type Pending, type RowLimit } from './tracker.js';
 import { ResultMasker, type MaskState } from './result-masker.js';
 import { CLEAN } from '../../masking/session.js';
+import type { ApprovalRequest } from '../../approvals/types.js';
+import { approvalError, approvalNotice } from './approval-messages.js';
 
 /** SQL the server rejects in its grammar, before anything runs: the stand-in for a refused message. */
 export const REFUSED_STAND_IN = 'DBWARD REFUSED';
@@ -64,6 +66,8 @@ export class PgRelay {
   private bytesFromServer = 0;
   private bytesTimer: NodeJS.Timeout | null = null;
   private masker: ResultMasker | null = null;
+  /** Notices of dbward's own waiting for the server's bytes to reach a message boundary. */
+  private notices: Buffer[] = [];
   private resolveClosed!: () => void;
   /** Resolves when both sockets are closed and the session end is recorded. */
   readonly closed = new Promise<void>((r) => (this.resolveClosed = r));
@@ -82,6 +86,7 @@ export class PgRelay {
       this.settled.push([null, status, syncFailed]);
       if (this.draining && status === 'I' && this.tracker.depth === 0 && !this.processing) this.state = 'closing';
     };
+    this.pipeline.onHeld = (request) => this.notifyHeld(request);
     this.tracker.onParameter = (name, value) => {
       // Backstop for a change dbward could not see coming (a function that calls set_config):
       // from here on the server would read SQL text differently from dbward's parser.
@@ -181,7 +186,8 @@ export class PgRelay {
         const p = decodeParse(frame.payload);
         const stmt: StatementRequest = { protocol: 'extended', text: p.sql, name: p.name };
         const decision = this.pipeline.decide(stmt);
-        if (decision.decision.action !== 'allow') {
+        // A statement that needs approval is prepared (that runs nothing); its Execute waits for the approval.
+        if (decision.decision.action !== 'allow' && !(decision.decision.action === 'require_approval' && this.pipeline.takesApprovals)) {
           void this.pipeline.admit(stmt, decision); // records the refusal; nothing to wait for
           this.statements.delete(p.name);
           this.pipeline.sql.protocolPrepared(p.name, null);
@@ -292,6 +298,19 @@ export class PgRelay {
     this.deps.metrics.overhead.observe((performance.now() - t0) / 1000);
   }
 
+  /** Tells the client its statement waits for approval; between server messages, so no frame of the server's is split. */
+  private notifyHeld(request: ApprovalRequest): void {
+    const notice = errorResponse(approvalNotice(request), 'N');
+    if (this.scanner.atBoundary) this.writeClient(notice);
+    else this.notices.push(notice);
+  }
+
+  private flushNotices(): void {
+    if (this.notices.length === 0 || !this.scanner.atBoundary) return;
+    for (const n of this.notices) this.writeClient(n);
+    this.notices = [];
+  }
+
   /** Turns result masking on once the session has masking rules (at start, or after a policy reload). */
   private maskingOn(): boolean {
     if (this.masker) return true;
@@ -355,6 +374,7 @@ export class PgRelay {
     }
     if (this.scanner.holding) this.awaitCatalog();
     const ok = out.length === 0 || writeAll(this.client, out);
+    if (this.notices.length > 0) this.flushNotices();
     this.recordOutcomes(); // after the reply is on its way: not on the client's critical path
     if (this.state === 'closing' && this.draining) return this.terminate(pgErrors.adminShutdown());
     if (!ok) {
@@ -481,10 +501,11 @@ function refusalError(r: Refusal): PgError {
   if (r.reason === 'audit') return pgErrors.auditUnavailable();
   const d = r.decision.decision;
   const rules = d.ruleIds.length > 0 ? ` (rule ${d.ruleIds.join(', ')})` : '';
+  if (r.reason === 'approval') return approvalError(r, rules);
   if (d.action === 'require_approval') {
-    // Approvals are not built yet: the statement is refused, and the client is told it would need one.
+    // No approvals service: the statement is refused, and the client is told it would need one.
     const who = d.approval ? ` by ${d.approval.approvers.join(' or ')}` : '';
-    return pgErrors.refused(`${d.message ?? 'statement requires approval'}${rules}`, `This statement needs approval${who}; dbward cannot take approvals yet, so it was not run.`);
+    return pgErrors.refused(`${d.message ?? 'statement requires approval'}${rules}`, `This statement needs approval${who}; this dbward takes no approvals, so it was not run.`);
   }
   if (d.ruleIds.length === 0 && d.default) return pgErrors.refused(`${d.message ?? 'statement refused by policy'} (no rule allows it; the policy default is deny)`);
   return pgErrors.refused(`${d.message ?? 'statement refused by policy'}${rules}`);

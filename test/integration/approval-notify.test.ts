@@ -8,6 +8,7 @@ import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { SlackNotifier, WebhookNotifier, verifyWebhookSignature, type NotifyEvent } from '../../src/approvals/notify.js';
 import type { ApprovalRequest } from '../../src/approvals/types.js';
+import { APPROVAL_LINKS, approvalRequest } from '../helpers/approvals.js';
 
 interface Received {
   method: string;
@@ -42,31 +43,8 @@ afterEach(async () => {
   }
 });
 
-const REQUEST: ApprovalRequest = {
-  id: 'apr_7k3m9q2x4d',
-  status: 'pending',
-  key: 'k',
-  createdAt: '2026-03-01T10:00:00.000Z',
-  expiresAt: '2026-03-01T10:15:00.000Z',
-  requester: { user: 'alice@example.com', subject: 'sub-alice', groups: ['dev'], kind: 'human', verified: true },
-  session: 's_1',
-  replica: 'dbward-0',
-  target: { name: 'orders', environment: 'production', database: 'shop' },
-  text: 'DELETE FROM orders WHERE id = $1',
-  fingerprint: 'fp',
-  rules: ['prod-deletes'],
-  approvers: ['dba'],
-  required: 1,
-  mode: 'wait',
-  grant: 'once',
-  ttlSec: 600,
-  decisions: [],
-  grantExpiresAt: null,
-  uses: 0,
-  reason: null,
-  updatedAt: '2026-03-01T10:00:00.000Z',
-};
-const LINKS = { approve: 'https://dbward.example.com/approvals/apr_7k3m9q2x4d/approve?exp=1&sig=a', deny: 'https://dbward.example.com/approvals/apr_7k3m9q2x4d/deny?exp=1&sig=b' };
+const REQUEST: ApprovalRequest = approvalRequest({ rules: ['prod-deletes'], approvers: ['dba'], required: 1 });
+const LINKS = APPROVAL_LINKS;
 const REQUESTED: NotifyEvent = { kind: 'requested', request: REQUEST, links: LINKS };
 const DECIDED: NotifyEvent = {
   kind: 'decided',

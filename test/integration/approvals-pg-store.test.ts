@@ -9,6 +9,7 @@ import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { PostgresApprovalStore, type PostgresApprovalStoreOptions } from '../../src/approvals/pg-store.js';
 import type { ApprovalDecision, ApprovalRequest } from '../../src/approvals/types.js';
+import { approvalRequest } from '../helpers/approvals.js';
 import { PG, requirePostgres } from '../helpers/services.js';
 
 const suffix = randomBytes(4).toString('hex');
@@ -44,31 +45,23 @@ async function openStore(over: Partial<PostgresApprovalStoreOptions> = {}): Prom
 let reqNo = 0;
 function request(over: Partial<ApprovalRequest> = {}): ApprovalRequest {
   const createdAt = over.createdAt ?? new Date(Date.UTC(2025, 2, 14, 9, 30, 0, reqNo)).toISOString();
-  return {
+  // Distinct ids, keys and times per request, and a text with quotes, a backslash and non-ASCII to round-trip.
+  return approvalRequest({
     id: `apr_${suffix}${String(reqNo++).padStart(4, '0')}`,
-    status: 'pending',
     key: `alice@example.com|orders-prod|orders|fp_${suffix}`,
     createdAt,
     expiresAt: new Date(Date.parse(createdAt) + 15 * 60_000).toISOString(),
     requester: { user: 'alice@example.com', subject: '00u1a2b3c4', groups: ['engineering', 'oncall'], kind: 'human', verified: true },
     session: 'sess_7f3a9c',
-    replica: 'dbward-0',
     target: { name: 'orders-prod', environment: 'production', database: 'orders' },
     text: "DELETE FROM orders WHERE customer_id = $1 AND note = 'ünïcode \"quoted\" \\ back'",
     fingerprint: '5e7d2c1b9a0f4e3d',
     rules: ['prod-deletes-need-approval', 'pii-tables'],
     approvers: ['dba', 'eng-leads'],
-    required: 2,
-    mode: 'wait',
-    grant: 'once',
     ttlSec: 900,
-    decisions: [],
-    grantExpiresAt: null,
-    uses: 0,
-    reason: null,
     updatedAt: createdAt,
     ...over,
-  };
+  });
 }
 
 function decision(user: string, at: string): ApprovalDecision {

@@ -5,37 +5,10 @@
 import { createHmac } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { SlackReplayGuard, parseSlackAction, slackDecisionMessage, slackMessage, verifySlackSignature } from '../../src/approvals/slack.js';
-import type { ApprovalRequest } from '../../src/approvals/types.js';
+import { APPROVAL_LINKS, approvalRequest } from '../helpers/approvals.js';
 
-function request(over: Partial<ApprovalRequest> = {}): ApprovalRequest {
-  return {
-    id: 'apr_7k3m9q2x4d',
-    status: 'pending',
-    key: 'k',
-    createdAt: '2026-03-01T10:00:00.000Z',
-    expiresAt: '2026-03-01T10:15:00.000Z',
-    requester: { user: 'alice@example.com', subject: 'sub-alice', groups: ['dev'], kind: 'human', verified: true },
-    session: 's_1',
-    replica: 'dbward-0',
-    target: { name: 'orders', environment: 'production', database: 'shop' },
-    text: 'DELETE FROM orders WHERE id = $1',
-    fingerprint: 'fp',
-    rules: ['prod-deletes', 'no-unbounded-writes'],
-    approvers: ['dba', 'sre'],
-    required: 2,
-    mode: 'wait',
-    grant: 'once',
-    ttlSec: 600,
-    decisions: [],
-    grantExpiresAt: null,
-    uses: 0,
-    reason: null,
-    updatedAt: '2026-03-01T10:00:00.000Z',
-    ...over,
-  };
-}
-
-const LINKS = { approve: 'https://dbward.example.com/approvals/apr_7k3m9q2x4d/approve?exp=1&sig=a', deny: 'https://dbward.example.com/approvals/apr_7k3m9q2x4d/deny?exp=1&sig=b' };
+const request = approvalRequest;
+const LINKS = APPROVAL_LINKS;
 const CMD = { approveCommand: 'dbward approvals approve apr_7k3m9q2x4d --reason "..."' };
 
 function blocks(msg: object): any[] {

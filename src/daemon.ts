@@ -73,8 +73,10 @@ export async function startDaemon(config: Config, opts: { log?: Logger; verifier
   const audit = await openTrail(config.audit, metrics, log.child({ room: 'audit' }));
   let adminBase: string | null = config.approvals.publicUrl;
   let approvals: ApprovalService;
+  let linkKey: Buffer | null;
   try {
-    approvals = await approvalService(config, audit, log.child({ room: 'approvals' }), () => adminBase);
+    linkKey = config.approvals.linkKey ? readKey(config.approvals.linkKey, 'approvals.link_key', 'the approval link key') : null;
+    approvals = await approvalService(config, audit, log.child({ room: 'approvals' }), linkKey, () => adminBase);
   } catch (err) {
     await audit.close();
     throw err;
@@ -132,7 +134,7 @@ export async function startDaemon(config: Config, opts: { log?: Logger; verifier
         ],
       }, routes(auditRoute(config, verifier, log), approvalsRoute({
         service: approvals, verifier, log: log.child({ room: 'approvals' }),
-        linkKey: config.approvals.linkKey ? readKey(config.approvals.linkKey, 'approvals.link_key', 'the approval link key') : null,
+        linkKey,
         slack: config.approvals.slack && {
           signingSecret: config.approvals.slack.signingSecret ? Buffer.from(resolveSecret(config.approvals.slack.signingSecret) ?? '') : null,
           users: config.approvals.slack.users,
@@ -209,8 +211,8 @@ function routes(...all: AdminRoute[]): AdminRoute {
   };
 }
 
-/** The approvals service from config: its store, notifiers and link key. Secrets are read now, so a missing one fails at start. */
-async function approvalService(config: Config, audit: AuditTrail, log: Logger, baseUrl: () => string | null): Promise<ApprovalService> {
+/** The approvals service from config: its store and notifiers. Secrets are read now, so a missing one fails at start. */
+async function approvalService(config: Config, audit: AuditTrail, log: Logger, linkKey: Buffer | null, baseUrl: () => string | null): Promise<ApprovalService> {
   const a = config.approvals;
   const notifiers: Notifier[] = [];
   if (a.slack) {
@@ -221,7 +223,6 @@ async function approvalService(config: Config, audit: AuditTrail, log: Logger, b
   for (const w of a.webhooks) {
     notifiers.push(new WebhookNotifier({ name: w.name, url: w.url, secret: Buffer.from(resolveSecret(w.secret) ?? ''), timeoutMs: a.notifyTimeoutMs }));
   }
-  const linkKey = a.linkKey ? readKey(a.linkKey, 'approvals.link_key', 'the approval link key') : null;
   const store: ApprovalStore = a.store === 'postgres'
     ? await PostgresApprovalStore.open({
       connection: { ...auditDbOptions({ ...a.postgres!, maxQueue: 0 }), application_name: 'dbward approvals' },

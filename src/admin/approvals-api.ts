@@ -85,7 +85,7 @@ async function route(req: http.IncomingMessage, res: http.ServerResponse, path: 
   let via: DecisionChannel = req.headers['x-dbward-client'] === 'cli' ? 'cli' : 'api';
   if (url.searchParams.has('sig')) {
     // A signed link posted with a token: the link must be dbward's and unexpired.
-    const check = opts.linkKey ? verifyLink(opts.linkKey, id, action, url.searchParams.get('exp'), url.searchParams.get('sig'), Math.floor(Date.now() / 1000)) : { ok: false as const, reason: 'this dbward signs no links' };
+    const check = checkLink(opts, url, id, action);
     if (!check.ok) return json(res, 403, { error: `approval link refused: ${check.reason}` });
     via = 'link';
   }
@@ -96,7 +96,7 @@ async function route(req: http.IncomingMessage, res: http.ServerResponse, path: 
 
 /** A signed link opened in a browser: the link is checked, and the page says how to decide as yourself. */
 async function linkPage(res: http.ServerResponse, url: URL, id: string, action: 'approve' | 'deny', opts: ApprovalsApiOptions): Promise<void> {
-  const check = opts.linkKey ? verifyLink(opts.linkKey, id, action, url.searchParams.get('exp'), url.searchParams.get('sig'), Math.floor(Date.now() / 1000)) : { ok: false as const, reason: 'this dbward signs no links' };
+  const check = checkLink(opts, url, id, action);
   if (!check.ok) return html(res, 403, `<h1>Approval link refused</h1><p>${esc(check.reason)}</p>`);
   const r = await opts.service.store.get(id);
   if (!r) return html(res, 404, `<h1>No approval request ${esc(id)}</h1>`);
@@ -141,6 +141,12 @@ async function slack(req: http.IncomingMessage, res: http.ServerResponse, opts: 
     if (!(err instanceof ApprovalRefused)) throw err;
     json(res, 200, { response_type: 'ephemeral', text: err.message });
   }
+}
+
+/** Whether the URL is a link this dbward signed for `id` and `action`, and unexpired. */
+function checkLink(opts: ApprovalsApiOptions, url: URL, id: string, action: string): ReturnType<typeof verifyLink> {
+  if (!opts.linkKey) return { ok: false, reason: 'this dbward signs no links' };
+  return verifyLink(opts.linkKey, id, action, url.searchParams.get('exp'), url.searchParams.get('sig'), Math.floor(Date.now() / 1000));
 }
 
 /** A caller sees the requests they made and those they may decide. */

@@ -112,22 +112,17 @@ export class ApprovalService {
     return new Promise((resolve, reject) => {
       let timer: NodeJS.Timeout | null = null;
       let done = false;
-      const finish = (r: ApprovalRequest): void => {
+      // The first outcome wins; the watcher, the deadline and the abort listener go with it.
+      const end = (settle: () => void): void => {
         if (done) return;
         done = true;
         unwatch();
         if (timer) clearTimeout(timer);
         signal.removeEventListener('abort', onAbort);
-        resolve(r);
+        settle();
       };
-      const fail = (err: unknown): void => {
-        if (done) return;
-        done = true;
-        unwatch();
-        if (timer) clearTimeout(timer);
-        signal.removeEventListener('abort', onAbort);
-        reject(err as Error);
-      };
+      const finish = (r: ApprovalRequest): void => end(() => resolve(r));
+      const fail = (err: unknown): void => end(() => reject(err as Error));
       const settle = (r: ApprovalRequest | null): void => {
         if (!r) return fail(new Error(`approval request ${id} is gone from the store`));
         if (r.status !== 'pending') return finish(r);

@@ -404,6 +404,7 @@ export class PgRelay {
         return this.scanFailed(err);
       }
       const ok = out.length === 0 || writeAll(this.client, out);
+      if (this.notices.length > 0) this.flushNotices();
       this.recordOutcomes();
       if (this.scanner.holding) return this.awaitCatalog();
       if (ok) this.upstream.resume();

@@ -23,3 +23,11 @@ export interface MaskSpec {
  * or null for SQL NULL. Never returns a buffer that holds the clear value.
  */
 export type Masker = (value: Buffer) => Buffer | null;
+
+/**
+ * Writes the masked form of the non-NULL value src[start, end) (its UTF-8 text) at
+ * out[at], where there is room for (end - start) + MASK_SLACK bytes; returns where
+ * the masked text ends in `out`, or -1 for SQL NULL (nothing written). `out` is never
+ * `src`: the masked text never shares memory with the clear value.
+ */
+export type MaskWriter = (src: Buffer, start: number, end: number, out: Buffer, at: number) => number;

@@ -1,8 +1,9 @@
 // The per-cell maskers: each strategy's output on ASCII, multi-byte UTF-8 and
-// empty values, hash determinism and keying, and derived-column downgrades.
+// empty values, hash determinism and keying, derived-column downgrades, and the
+// writer form (reads only its range, writes only its output, within MASK_SLACK).
 
 import { describe, expect, it } from 'vitest';
-import { derivedSpec, makeMasker, maskText } from '../../src/masking/strategies.js';
+import { derivedSpec, makeMasker, makeMaskWriter, MASK_SLACK, maskText } from '../../src/masking/strategies.js';
 import type { MaskSpec } from '../../src/masking/types.js';
 
 const KEY = Buffer.from('k'.repeat(32));
@@ -126,6 +127,57 @@ describe('email', () => {
 describe('makeMasker', () => {
   it('rejects unknown strategies', () => {
     expect(() => makeMasker({ strategy: 'rot13' as never, rule: 'r9' }, KEY)).toThrow(/unknown strategy/);
+    expect(() => makeMaskWriter({ strategy: 'rot13' as never, rule: 'r9' }, KEY)).toThrow(/unknown strategy/);
+  });
+
+  it('returns a fresh buffer each call, even for a constant mask', () => {
+    const m = makeMasker(spec({ strategy: 'redact' }), null);
+    const a = m(Buffer.from('x'))!;
+    a.fill(0x21);
+    expect(m(Buffer.from('x'))!.toString()).toBe('****');
+  });
+});
+
+describe('makeMaskWriter', () => {
+  const specs: Omit<MaskSpec, 'rule'>[] = [
+    { strategy: 'redact' }, { strategy: 'null' }, { strategy: 'email' }, { strategy: 'hash' },
+    { strategy: 'partial', keepFirst: 2, keepLast: 2 }, { strategy: 'partial', keepLast: 4 }, { strategy: 'partial' },
+  ];
+  const values = ['', 'a', '@', 'a@', '@b', 'alice@example.com', 'x@y@z.org', 'jürgen@bücher.de', 'Chloé', '日本語テキスト',
+    'a😀😀😀b', '4111111111111111', 'x'.repeat(1000), `${'é'.repeat(300)}@${'ü'.repeat(300)}`];
+  // Bytes around the value that would change any mask that read past its range.
+  const before = Buffer.from('@x😀@');
+  const after = Buffer.from('@host.example😀');
+
+  it.each(specs)('%o: reads only src[start, end), writes only out[at, end), as makeMasker does', (s) => {
+    const write = makeMaskWriter(spec(s), KEY);
+    const masker = makeMasker(spec(s), KEY);
+    for (const v of values) {
+      const value = Buffer.from(v, 'utf8');
+      const src = Buffer.concat([before, value, after]);
+      const out = Buffer.alloc(7 + value.length + MASK_SLACK + 9, 0xee);
+      const end = write(src, before.length, before.length + value.length, out, 7);
+      const want = masker(value);
+      if (want === null) {
+        expect(end, v).toBe(-1);
+        expect(out.every((b) => b === 0xee), v).toBe(true);
+        continue;
+      }
+      expect(out.subarray(7, end).toString('utf8'), v).toBe(want.toString('utf8'));
+      expect(end - 7, `${v}: within MASK_SLACK`).toBeLessThanOrEqual(value.length + MASK_SLACK);
+      expect(out.subarray(0, 7).every((b) => b === 0xee) && out.subarray(end).every((b) => b === 0xee), v).toBe(true);
+    }
+  });
+
+  it('masks within a larger buffer exactly as the value alone', () => {
+    const write = makeMaskWriter(spec({ strategy: 'email' }), null);
+    const src = Buffer.from('bob@a.example|carol@b.example');
+    const out = Buffer.alloc(64);
+    const end = write(src, 0, 13, out, 0);
+    expect(out.subarray(0, end).toString()).toBe('****@a.example');
+    expect(out.subarray(0, write(src, 14, src.length, out, 0)).toString()).toBe('****@b.example');
+    // No '@' inside the range: the one after it does not count.
+    expect(out.subarray(0, write(src, 0, 3, out, 0)).toString()).toBe('****');
   });
 });
 

@@ -4,7 +4,7 @@
 
 import { serialize } from 'pg-protocol';
 import { describe, expect, it } from 'vitest';
-import { BackendScanner, FrontendReader, HOLD, MAX_CAPTURED_FRAME, type Frame } from '../../src/proxy/postgres/frames.js';
+import { BackendScanner, FrameWriter, FrontendReader, HOLD, MAX_CAPTURED_FRAME, WRITTEN, type Frame } from '../../src/proxy/postgres/frames.js';
 import {
   clientMessages, commandComplete, dataRow, errorResponse, expectBytes, expectPgError, header, msg,
   prng, randomChunks, readyForQuery, serverStream, splitFrames,
@@ -136,13 +136,33 @@ const frames = splitFrames(serverStream);
 
 interface Seen { type: string; payload: Buffer; raw: Buffer }
 
-function scanner(capture: string, handler?: (type: string, raw: Buffer) => Buffer | null | undefined) {
+type Result = Buffer | null | undefined | typeof WRITTEN;
+
+function scanner(capture: string, handler?: (type: string, raw: Buffer, out: FrameWriter) => Result) {
   const seen: Seen[] = [];
-  const s = new BackendScanner(capture, (type, payload, raw) => {
-    seen.push({ type: String.fromCharCode(type), payload: Buffer.from(payload), raw: Buffer.from(raw) });
-    return handler?.(String.fromCharCode(type), raw);
+  const s = new BackendScanner(capture, (type, src, start, end, out) => {
+    // The frame's 5-byte header sits just before its payload.
+    const raw = src.subarray(start - 5, end);
+    expect(raw[0]).toBe(type);
+    expect(raw.readInt32BE(1)).toBe(end - start + 4);
+    seen.push({ type: String.fromCharCode(type), payload: Buffer.from(src.subarray(start, end)), raw: Buffer.from(raw) });
+    return handler?.(String.fromCharCode(type), raw, out);
   });
   return { s, seen };
+}
+
+/** Writes `frame` into the writer as a handler does. */
+function write(out: FrameWriter, frame: Buffer): typeof WRITTEN {
+  frame.copy(out.reserve(frame.length), out.pos);
+  out.pos += frame.length;
+  return WRITTEN;
+}
+
+/** A DataRow with every value upper-cased (an independent stand-in for a masked row). */
+function upper(raw: Buffer): Buffer {
+  const out = Buffer.from(raw);
+  for (let i = 7; i < out.length; i++) if (out[i]! >= 0x61 && out[i]! <= 0x7a) out[i]! -= 0x20;
+  return out;
 }
 
 /** Feeds the chunks; returns the concatenated output (copying each chunk, so views can't alias). */
@@ -249,6 +269,59 @@ describe('BackendScanner: capture handler results', () => {
     }
   });
 
+  it('WRITTEN replaces exactly that frame with what the handler wrote, at every split', () => {
+    // Rows rewritten in the writer, an error replaced by a returned buffer, a notice dropped, the rest unchanged: in order.
+    const want = Buffer.concat(frames.filter((f) => f[0] !== 0x4e).map((f) => (f[0] === 0x44 ? upper(f) : f[0] === 0x45 ? replacement : f)));
+    const handler = (t: string, raw: Buffer, out: FrameWriter): Result =>
+      t === 'D' ? write(out, upper(raw)) : t === 'E' ? replacement : t === 'N' ? null : undefined;
+    for (const capture of ['DEN', 'DENCZ']) {
+      for (let i = 0; i <= serverStream.length; i++) {
+        const { s } = scanner(capture, handler);
+        expectBytes(feedAll(s, [serverStream.subarray(0, i), serverStream.subarray(i)]), want, `capture ${capture}, split at ${i}`);
+      }
+      const rand = prng(4242);
+      for (let n = 0; n < 200; n++) {
+        const { s } = scanner(capture, handler);
+        expectBytes(feedAll(s, randomChunks(serverStream, 1 + Math.floor(rand() * 60), rand)), want, `capture ${capture}, round ${n}`);
+      }
+      const { s } = scanner(capture, handler);
+      expectBytes(feedAll(s, randomChunks(serverStream, serverStream.length, rand)), want, `capture ${capture}, one byte per chunk`);
+    }
+  });
+
+  it('a chunk of rewritten rows goes out as one buffer, apart from the writer and the chunk', () => {
+    const rows = Array.from({ length: 500 }, (_, i) => dataRow([String(i), `name ${i}`, `user${i}@example.com`]));
+    const chunk = Buffer.concat(rows);
+    const { s } = scanner('D', (_t, raw, out) => write(out, upper(raw)));
+    const out: Buffer[] = [];
+    s.feed(chunk, out);
+    expect(out).toHaveLength(1);
+    expectBytes(out[0]!, Buffer.concat(rows.map(upper)));
+    expect(out[0]!.buffer).not.toBe(chunk.buffer);
+    // The next chunk's rows never overwrite bytes already handed out.
+    const first = Buffer.from(out[0]!);
+    s.feed(Buffer.concat(rows.slice(0, 100)), out);
+    expect(out).toHaveLength(2);
+    expectBytes(out[0]!, first);
+  });
+
+  it('a chunk whose rewritten rows outgrow one buffer goes out in a few, in order', () => {
+    const rows = Array.from({ length: 4000 }, (_, i) => dataRow([String(i), `user${i}@example.com`]));
+    const { s } = scanner('D', (_t, raw, out) => write(out, upper(raw)));
+    const out: Buffer[] = [];
+    s.feed(Buffer.concat(rows), out);
+    expect(out.length).toBeLessThanOrEqual(3);
+    expectBytes(Buffer.concat(out), Buffer.concat(rows.map(upper)));
+  });
+
+  it('a replacement larger than the writer has room for moves the pending bytes along', () => {
+    const small = dataRow(['a']);
+    const big = dataRow([Buffer.alloc(200 * 1024, 0x62)]);
+    const stream = Buffer.concat([small, small, big, small]);
+    const { s } = scanner('D', (_t, raw, out) => write(out, upper(raw)));
+    expectBytes(feedAll(s, [stream]), Buffer.concat([upper(small), upper(small), upper(big), upper(small)]));
+  });
+
   it('setCapture starts holding back a type mid-stream', () => {
     const { s, seen } = scanner('Z');
     const out: Buffer[] = [];
@@ -258,6 +331,63 @@ describe('BackendScanner: capture handler results', () => {
     s.setCapture('D', false);
     s.feed(dataRow(['c']), out);
     expect(seen.map((x) => x.raw)).toEqual([readyForQuery('I'), dataRow(['b']), readyForQuery('I')]);
+  });
+});
+
+describe('FrameWriter', () => {
+  it('keeps pending bytes when it grows, hands each byte out once, and lets go of an outgrown buffer', () => {
+    const w = new FrameWriter();
+    const out: Buffer[] = [];
+    w.append(Buffer.from('abc'));
+    w.flushTo(out);
+    w.append(Buffer.from('xdefx'), 1, 4);
+    const first = w.buf;
+    w.reserve(300 * 1024);
+    expect(w.buf).not.toBe(first);
+    expect(w.view.byteLength).toBe(w.buf.length);
+    w.append(Buffer.from('ghi'));
+    w.flushTo(out, 3);
+    expect(out.map(String)).toEqual(['abc', 'def']);
+    expect(w.pending).toBe(3);
+    w.settle(); // bytes still pending: the buffer stays
+    expect(w.buf.length).toBeGreaterThan(300 * 1024);
+    w.flushTo(out);
+    w.flushTo(out);
+    expect(out.map(String)).toEqual(['abc', 'def', 'ghi']);
+    w.settle();
+    expect(w.buf.length).toBe(0);
+    expect(out.map(String)).toEqual(['abc', 'def', 'ghi']);
+  });
+
+  it('makeRoom hands out what is pending when a frame would not fit, so nothing is moved', () => {
+    const w = new FrameWriter();
+    const out: Buffer[] = [];
+    w.append(Buffer.from('a')); // a buffer of the usual 64 KiB
+    w.append(Buffer.alloc(60 * 1024 - 1, 0x61));
+    const full = w.buf;
+    expect(full.length).toBe(64 * 1024);
+    w.makeRoom(1024, out);
+    expect(out).toHaveLength(0);
+    w.makeRoom(8 * 1024, out);
+    expect(out).toHaveLength(1);
+    expect(out[0]!.length).toBe(60 * 1024);
+    expect(out[0]!.buffer).toBe(full.buffer);
+    expect(w.pending).toBe(0);
+    w.append(Buffer.from('b'));
+    expect(w.buf).not.toBe(full);
+    w.flushTo(out);
+    expect(out.map((b) => b.length)).toEqual([60 * 1024, 1]);
+  });
+
+  it('viewOf makes one DataView per source buffer, until settle', () => {
+    const w = new FrameWriter();
+    const a = Buffer.from('0123456789').subarray(2, 8);
+    const v = w.viewOf(a);
+    expect(w.viewOf(a)).toBe(v);
+    expect(v.getUint8(0)).toBe(0x32);
+    expect(v.byteLength).toBe(6);
+    w.settle();
+    expect(w.viewOf(a)).not.toBe(v);
   });
 });
 
@@ -343,6 +473,27 @@ describe('BackendScanner HOLD (a frame that must wait for the catalog)', () => {
       for (const chunk of s.release()) s.feed(chunk, out);
       expect(s.holding).toBe(false);
       expect(Buffer.concat(out).equals(stream), `cut ${cut}`).toBe(true);
+    }
+  });
+
+  it('rows rewritten before the held frame go out before it stops, at every split', () => {
+    const stream = Buffer.concat(frames);
+    const holdAt = frames.findIndex((f) => f[0] === 'C'.charCodeAt(0));
+    const rewritten = frames.map((f) => (f[0] === 0x44 ? upper(f) : f));
+    for (let cut = 0; cut <= stream.length; cut++) {
+      let held = false;
+      const s = new BackendScanner('CD', (type, src, start, end, w) => {
+        if (type === 0x44) return write(w, upper(src.subarray(start - 5, end)));
+        if (held) return undefined;
+        held = true;
+        return HOLD;
+      });
+      const out: Buffer[] = [];
+      s.feed(Buffer.from(stream.subarray(0, cut)), out);
+      s.feed(Buffer.from(stream.subarray(cut)), out);
+      expectBytes(Buffer.concat(out), Buffer.concat(rewritten.slice(0, holdAt)), `cut ${cut}`);
+      for (const chunk of s.release()) s.feed(chunk, out);
+      expectBytes(Buffer.concat(out), Buffer.concat(rewritten), `cut ${cut}`);
     }
   });
 });

@@ -4,6 +4,7 @@
 import { describe, expect, it, vi } from 'vitest';
 import { decodeErrorFields } from '../../src/proxy/postgres/backend.js';
 import { PgError } from '../../src/proxy/postgres/errors.js';
+import { FrameWriter } from '../../src/proxy/postgres/frames.js';
 import { ResponseTracker, TRACKED_TYPES, type OutcomeSink, type RequestKind } from '../../src/proxy/postgres/tracker.js';
 import { commandComplete, dataRow, errorResponse, msg, readyForQuery, rowDescription } from './pg-test-encode.js';
 
@@ -14,9 +15,10 @@ function sink() {
   return Object.assign(fn, { only: (): Outcome => { expect(fn).toHaveBeenCalledTimes(1); return fn.mock.calls[0]![0]; } });
 }
 
-/** Feeds whole server messages (as bytes) to the tracker; returns its replacements. */
+/** Feeds whole server messages (as bytes, the payload given by offsets as the scanner does) to the tracker; returns its replacements. */
 function server(t: ResponseTracker, ...frames: Buffer[]): ReturnType<ResponseTracker['onMessage']>[] {
-  return frames.map((f) => t.onMessage(f[0]!, f.subarray(5)));
+  const out = new FrameWriter();
+  return frames.map((f) => t.onMessage(f[0]!, f, 5, f.length, out));
 }
 
 const err = (code: string, message = 'boom'): Buffer => errorResponse({ S: 'ERROR', V: 'ERROR', C: code, M: message });

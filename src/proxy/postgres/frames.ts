@@ -64,13 +64,116 @@ export class FrontendReader {
 /** Returned by a capture handler that cannot judge a frame yet (masking waits for the catalog). */
 export const HOLD = Symbol('hold');
 
+/** Returned by a capture handler that wrote the frame's replacement into the scanner's FrameWriter. */
+export const WRITTEN = Symbol('written');
+
 /**
- * What the session does with a held-back server frame: `undefined` forwards it
+ * What the session does with a held-back server frame, given as its payload
+ * src[start, end) (the 5-byte header just before it): `undefined` forwards it
  * unchanged, a Buffer replaces it (possibly with several messages), null drops it,
- * HOLD stops the scan before it: the frame and everything after it wait, unread,
- * until `release()` hands them back to be fed again.
+ * WRITTEN replaces it with what the handler wrote to `out` during the call, HOLD
+ * stops the scan before it: the frame and everything after it wait, unread, until
+ * `release()` hands them back to be fed again. `src` may hold other frames around
+ * this one: never read outside [start, end).
  */
-export type CaptureHandler = (type: number, payload: Buffer, raw: Buffer) => Buffer | null | undefined | typeof HOLD;
+export type CaptureHandler = (type: number, src: Buffer, start: number, end: number, out: FrameWriter) =>
+  Buffer | null | undefined | typeof HOLD | typeof WRITTEN;
+
+/** The smallest buffer a FrameWriter allocates. */
+const WRITER_BLOCK = 64 * 1024;
+/** Replacements up to this size are copied into the writer rather than forwarded as buffers of their own. */
+const COALESCE_MAX = 8 * 1024;
+/** Room beyond a captured frame's size that its rewrite may take (masked cells can grow). */
+const REWRITE_ROOM = 4 * 1024;
+
+const EMPTY = Buffer.alloc(0);
+const EMPTY_VIEW = new DataView(EMPTY.buffer, 0, 0);
+
+/**
+ * Where capture handlers build replacement frames (rewritten DataRows): one growing
+ * buffer, so a chunk's rewritten rows reach the socket as one buffer, not one each.
+ * Bytes once handed out are never written again; a handler writes at `pos` after
+ * `reserve` and moves `pos` past what it wrote.
+ */
+export class FrameWriter {
+  /** The buffer to write into at `pos`; `reserve` may replace it. */
+  buf: Buffer = EMPTY;
+  /** A DataView of `buf`, for moving 4 bytes at a time. */
+  view: DataView = EMPTY_VIEW;
+  /** Where the next byte goes. */
+  pos = 0;
+  private from = 0; // start of the bytes written and not yet handed out
+  private src: Buffer | null = null;
+  private srcView: DataView | null = null;
+
+  /** Bytes written and not yet handed out. */
+  get pending(): number {
+    return this.pos - this.from;
+  }
+
+  /** Makes room for `n` more bytes at `pos`; returns `buf`. */
+  reserve(n: number): Buffer {
+    if (this.buf.length - this.pos < n) {
+      // The pending bytes move along: a handler may be halfway through its frame.
+      const pending = this.pos - this.from;
+      const next = Buffer.allocUnsafe(Math.max(WRITER_BLOCK, 2 * (pending + n)));
+      this.buf.copy(next, 0, this.from, this.pos);
+      this.use(next);
+      this.from = 0;
+      this.pos = pending;
+    }
+    return this.buf;
+  }
+
+  /** When `n` more bytes would not fit: hands the pending bytes to `out` and starts afresh, so they are not moved. */
+  makeRoom(n: number, out: Buffer[]): void {
+    if (this.pos === this.from || this.buf.length - this.pos >= n) return;
+    this.flushTo(out);
+    this.use(EMPTY);
+    this.pos = this.from = 0;
+  }
+
+  /** A DataView of `src`, the buffer a handler reads frames from: made once per chunk, not per frame. */
+  viewOf(src: Buffer): DataView {
+    if (src !== this.src) {
+      this.srcView = new DataView(src.buffer, src.byteOffset, src.length);
+      this.src = src;
+    }
+    return this.srcView!;
+  }
+
+  /**
+   * Between chunks, everything handed out: lets go of the chunk read from, and of a
+   * buffer grown for one large frame or too full for the next chunk's rows (which
+   * then go out as one buffer, not two).
+   */
+  settle(): void {
+    this.src = this.srcView = null;
+    if (this.pos === this.from && (this.buf.length > WRITER_BLOCK || this.buf.length - this.pos < WRITER_BLOCK / 2)) {
+      this.use(EMPTY);
+      this.pos = this.from = 0;
+    }
+  }
+
+  /** Appends src[start, end). */
+  append(src: Buffer, start = 0, end = src.length): void {
+    this.pos += src.copy(this.reserve(end - start), this.pos, start, end);
+  }
+
+  /** Hands the pending bytes to `out` as one buffer, except the last `keep`, which stay pending. */
+  flushTo(out: Buffer[], keep = 0): void {
+    const until = this.pos - keep;
+    if (until > this.from) {
+      out.push(this.buf.subarray(this.from, until));
+      this.from = until;
+    }
+  }
+
+  private use(buf: Buffer): void {
+    this.buf = buf;
+    this.view = buf === EMPTY ? EMPTY_VIEW : new DataView(buf.buffer, buf.byteOffset, buf.length);
+  }
+}
 
 /** Largest server frame dbward will hold back to read (errors, tags, parameters). */
 export const MAX_CAPTURED_FRAME = 16 * 1024 * 1024;
@@ -88,6 +191,7 @@ export class BackendScanner {
   private capBuf: Buffer | null = null;
   private capFilled = 0;
   private held: Buffer[] | null = null;
+  private readonly writer = new FrameWriter();
 
   constructor(captureTypes: string, private readonly onCapture: CaptureHandler) {
     for (const c of captureTypes) this.captured[c.charCodeAt(0)] = 1;
@@ -101,7 +205,8 @@ export class BackendScanner {
   /**
    * Scans a chunk and appends to `out` the buffers to forward, in order. When
    * nothing in the chunk is held back or replaced, `out` gets the chunk itself
-   * (one write). Throws PgError on a bad frame.
+   * (one write); replacements written or small are gathered into as few buffers as
+   * the runs of unchanged bytes between them allow. Throws PgError on a bad frame.
    */
   feed(chunk: Buffer, out: Buffer[]): void {
     if (this.held) {
@@ -111,7 +216,10 @@ export class BackendScanner {
     let pos = 0;
     let segStart = 0; // start of the run of this chunk's bytes not yet pushed
     const n = chunk.length;
+    const w = this.writer;
+    // Everything before the run goes out first: the writer's pending replacements.
     const flushSeg = (end: number) => {
+      w.flushTo(out);
       if (end > segStart) out.push(segStart === 0 && end === n ? chunk : chunk.subarray(segStart, end));
     };
     while (pos < n) {
@@ -130,7 +238,7 @@ export class BackendScanner {
         if (this.capFilled === this.capBuf.length) {
           const raw = this.capBuf;
           this.capBuf = null;
-          if (this.emitCaptured(raw, out)) return this.hold(raw, chunk.subarray(pos));
+          if (this.emitCaptured(raw, out)) return this.hold(out, raw, chunk.subarray(pos));
         }
         continue;
       }
@@ -166,7 +274,7 @@ export class BackendScanner {
             // No body: the frame is whole now, and may be the last the server sends for a while.
             const raw = this.capBuf;
             this.capBuf = null;
-            if (this.emitCaptured(raw, out)) return this.hold(raw, chunk.subarray(pos));
+            if (this.emitCaptured(raw, out)) return this.hold(out, raw, chunk.subarray(pos));
           }
           continue;
         }
@@ -176,15 +284,25 @@ export class BackendScanner {
           this.capFilled = 0;
           continue;
         }
-        const result = this.onCapture(type, chunk.subarray(pos + 5, pos + len + 1), chunk.subarray(pos, pos + len + 1));
+        // What is pending precedes this frame and the run before it either way.
+        w.makeRoom(len + 1 + REWRITE_ROOM, out);
+        const before = w.pending;
+        const result = this.onCapture(type, chunk, pos + 5, pos + len + 1, w);
         if (result === HOLD) {
           flushSeg(pos);
-          return this.hold(chunk.subarray(pos));
+          return this.hold(out, chunk.subarray(pos));
         }
-        if (result !== undefined) {
+        if (result === WRITTEN) {
+          if (pos > segStart) {
+            // The run before the frame goes out between the earlier replacements and this one.
+            w.flushTo(out, w.pending - before);
+            out.push(chunk.subarray(segStart, pos));
+          }
+          segStart = pos + len + 1;
+        } else if (result !== undefined) {
           // Replaced or dropped: end the run before it, resume after it.
-          flushSeg(pos);
-          if (result !== null && result.length > 0) out.push(result);
+          if (pos > segStart) flushSeg(pos);
+          if (result !== null) this.put(result, out);
           segStart = pos + len + 1;
         }
         pos += len + 1;
@@ -193,11 +311,13 @@ export class BackendScanner {
       if (headerInChunk) {
         pos += 5;
       } else {
+        w.flushTo(out);
         out.push(Buffer.from(this.header)); // the held header bytes of a pass-through frame
       }
       this.remaining = len - 4;
     }
     flushSeg(pos);
+    w.settle();
   }
 
   /** True between server messages: bytes of dbward's own (a notice) may be written to the client now. */
@@ -217,17 +337,29 @@ export class BackendScanner {
     return held;
   }
 
-  private hold(...bufs: Buffer[]): void {
+  private hold(out: Buffer[], ...bufs: Buffer[]): void {
+    this.writer.flushTo(out);
+    this.writer.settle();
     this.held = bufs.filter((b) => b.length > 0);
   }
 
-  // True when the handler said HOLD (nothing was added to `out`).
+  // True when the handler said HOLD (nothing was added to `out`). The writer has
+  // nothing pending that belongs after this frame: it was flushed before the frame began.
   private emitCaptured(raw: Buffer, out: Buffer[]): boolean {
-    const result = this.onCapture(raw[0]!, raw.subarray(5), raw);
+    const result = this.onCapture(raw[0]!, raw, 5, raw.length, this.writer);
     if (result === HOLD) return true;
-    if (result === undefined) out.push(raw);
-    else if (result !== null && result.length > 0) out.push(result);
+    if (result === undefined) {
+      this.writer.flushTo(out);
+      out.push(raw);
+    } else if (result !== null && result !== WRITTEN) this.put(result, out);
     return false;
+  }
+
+  // A replacement buffer: small ones join the writer's pending bytes (one socket write for many).
+  private put(result: Buffer, out: Buffer[]): void {
+    if (result.length <= COALESCE_MAX) return this.writer.append(result);
+    this.writer.flushTo(out);
+    if (result.length > 0) out.push(result);
   }
 }
 

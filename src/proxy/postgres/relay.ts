@@ -80,7 +80,7 @@ export class PgRelay {
     private readonly onEnd: () => void,
   ) {
     this.reader = new FrontendReader(deps.maxMessageBytes);
-    this.scanner = new BackendScanner(TRACKED_TYPES, (type, payload) => this.tracker.onMessage(type, payload));
+    this.scanner = new BackendScanner(TRACKED_TYPES, (type, src, start, end, out) => this.tracker.onMessage(type, src, start, end, out));
     this.tracker.onReady = (status, syncFailed) => {
       // In order with the outcomes, so the pipeline sees a transaction's statements before its end.
       this.settled.push([null, status, syncFailed]);

@@ -8,7 +8,7 @@
 // relay waits.
 
 import { frame } from './backend.js';
-import { HOLD } from './frames.js';
+import { HOLD, WRITTEN, type FrameWriter } from './frames.js';
 import { PgError } from './errors.js';
 import type { StatementFacts } from '../../analysis/facts.js';
 import type { MaskRecord } from '../../audit/events.js';
@@ -17,11 +17,13 @@ import { FIRST_USER_OID, relationsNamed, type CatalogSnapshot } from '../../mask
 import { copyOptions } from '../../masking/copy-options.js';
 import { CopyRowMasker } from '../../masking/copy-rows.js';
 import type { SessionMasking, StatementTaint } from '../../masking/session.js';
-import { derivedSpec, makeMasker } from '../../masking/strategies.js';
-import type { Masker, MaskSpec } from '../../masking/types.js';
+import { derivedSpec, makeMaskWriter, MASK_SLACK, toMasker } from '../../masking/strategies.js';
+import type { Masker, MaskSpec, MaskWriter } from '../../masking/types.js';
 
 const TEXT_OID = 25;
 const REFRESH_MS = 2000;
+/** Past this many bytes Buffer#copy (a fixed ~100 ns) beats moving 4 bytes at a time. */
+const MOVE_LOOP_MAX = 256;
 /** Types whose every value is a string, so a detector's mask still fits the column. */
 const TEXT_LIKE = new Set([25, 1043, 1042, 19, 705]);
 /** Error classes whose messages name objects, never values: kept for statements that read masked columns. */
@@ -47,11 +49,12 @@ export interface MaskState {
 }
 
 interface RowPlan {
-  maskers: (Masker | null)[];
+  writers: (MaskWriter | null)[];
   counters: (ColumnMask | null)[];
-  /** Columns scanned by the content detectors, with `detector`. */
+  /** Columns scanned by the content detectors. */
   detect: boolean[];
-  detector: Masker | null;
+  /** The most a rewritten row can outgrow the server's: MASK_SLACK per masked or scanned column. */
+  growth: number;
   any: boolean;
 }
 
@@ -59,6 +62,7 @@ interface RowPlan {
 export class ResultMasker {
   /** Set while a HOLD waits for the catalog. */
   waiting: Promise<unknown> | null = null;
+  private readonly writers = new Map<string, MaskWriter>();
   private readonly maskers = new Map<string, Masker>();
   private refreshedAt = 0;
 
@@ -128,8 +132,11 @@ export class ResultMasker {
     return frame('T', out);
   }
 
-  /** DataRow: the rewritten row, or undefined to pass it as it is. */
-  dataRow(st: MaskState | undefined, payload: Buffer): Buffer | undefined {
+  /**
+   * DataRow, its payload src[start, end): WRITTEN when the rewritten row went to `out`,
+   * undefined to pass it as it is.
+   */
+  dataRow(st: MaskState | undefined, src: Buffer, start: number, end: number, out: FrameWriter): undefined | typeof WRITTEN {
     const plan = st?.plan;
     if (!plan) {
       if (st || !this.current()) return undefined;
@@ -137,42 +144,45 @@ export class ResultMasker {
       throw new PgError('08P01', 'upstream protocol violation: data row outside any statement', 'FATAL');
     }
     if (!plan.any) return undefined;
-    const n = payload.readInt16BE(0);
-    const parts: Buffer[] = [payload.subarray(0, 2)];
-    let size = 2;
-    let pos = 2;
+    if (end - start < 2) throw malformedRow();
+    const n = src.readInt16BE(start);
+    // The row is built in place; room for the frame and what each masked cell may add.
+    const buf = out.reserve(5 + end - start + plan.growth);
+    // Cells move 4 bytes at a time through DataViews: ~3x faster than byte by byte, and
+    // than Buffer#copy (a fixed ~100 ns) up to MOVE_LOOP_MAX bytes.
+    const sv = out.viewOf(src);
+    const bv = out.view;
+    const head = out.pos;
+    buf[head] = 0x44;
+    let o = head + 5;
+    let run = start; // source bytes not yet copied: unmasked cells go out in runs
+    let pos = start + 2;
+    let masked = false;
     for (let i = 0; i < n; i++) {
-      const len = payload.readInt32BE(pos);
-      const start = pos + 4;
-      const end = len < 0 ? start : start + len;
-      const masker = plan.maskers[i] ?? (len > 0 && plan.detect[i] ? plan.detector : null);
-      const counter = plan.counters[i] ?? null;
-      let value: Buffer | undefined;
-      let masked: Buffer | null | undefined;
-      if (masker && len >= 0) masked = masker((value = payload.subarray(start, end)));
-      if (masked !== undefined && masked !== value) {
-        const head = Buffer.allocUnsafe(4);
-        head.writeInt32BE(masked === null ? -1 : masked.length, 0);
-        parts.push(head);
-        size += 4;
-        if (masked) {
-          parts.push(masked);
-          size += masked.length;
-        }
-        if (counter) counter.cells++;
-      } else {
-        // Not masked, or a detector found nothing: the cell as it came.
-        parts.push(payload.subarray(pos, end));
-        size += end - pos;
-      }
-      pos = end;
+      if (pos + 4 > end) throw malformedRow();
+      const len = sv.getInt32(pos);
+      const from = pos + 4;
+      pos = len < 0 ? from : from + len;
+      // Bytes past the frame are the next frame's: never copied into this row.
+      if (pos > end) throw malformedRow();
+      if (len < 0) continue; // NULL stays NULL
+      let write = plan.writers[i] ?? null;
+      if (write) plan.counters[i]!.cells++;
+      else if (len > 0 && plan.detect[i] === true) write = this.detected(st, src.subarray(from, pos));
+      if (!write) continue; // not masked, or a detector found nothing: the cell as it came
+      o = move(src, sv, run, from - 4, buf, bv, o);
+      const e = write(src, from, pos, buf, o + 4);
+      bv.setInt32(o, e < 0 ? -1 : e - o - 4);
+      o = e < 0 ? o + 4 : e;
+      run = pos;
+      masked = true;
     }
-    const out = Buffer.allocUnsafe(5 + size);
-    out[0] = 0x44;
-    out.writeInt32BE(4 + size, 1);
-    let o = 5;
-    for (const p of parts) o += p.copy(out, o);
-    return out;
+    // An unchanged row after unchanged ones stays in the chunk's run of untouched bytes.
+    if (!masked && out.pending === 0) return undefined;
+    o = move(src, sv, run, pos, buf, bv, o);
+    bv.setInt32(head + 1, o - head - 1);
+    out.pos = o;
+    return WRITTEN;
   }
 
   /** CopyOutResponse: sets up the row rewriter for the COPY's columns, or HOLD. */
@@ -258,13 +268,16 @@ export class ResultMasker {
 
   /** A masker that leaves a value as it is unless a content detector finds something in it. */
   private detecting(st: MaskState | undefined): Masker {
-    return (v) => {
-      const kind = this.masking.detect!(v);
-      if (!kind) return v;
-      const spec = this.masking.detectSpec!;
-      count(st, `(detected: ${kind})`, spec).cells++;
-      return this.masker(spec)(v);
-    };
+    return (v) => (this.detected(st, v) ? this.masker(this.masking.detectSpec!)(v) : v);
+  }
+
+  /** The writer for a value the content detectors flag (counted under what they found), or null. */
+  private detected(st: MaskState | undefined, value: Buffer): MaskWriter | null {
+    const kind = this.masking.detect!(value);
+    if (!kind) return null;
+    const spec = this.masking.detectSpec!;
+    count(st, `(detected: ${kind})`, spec).cells++;
+    return this.writer(spec);
   }
 
   private derived(st: MaskState | undefined, s: CatalogSnapshot): MaskSpec | null {
@@ -280,13 +293,14 @@ export class ResultMasker {
 
   private plan(st: MaskState | undefined, specs: (MaskSpec | null)[], types: number[], names: string[]): RowPlan {
     const detecting = this.masking.detect !== null;
-    const plan: RowPlan = { maskers: [], counters: [], detect: [], detector: detecting ? this.detecting(st) : null, any: false };
+    const plan: RowPlan = { writers: [], counters: [], detect: [], growth: 0, any: false };
     specs.forEach((spec, i) => {
-      plan.maskers.push(spec ? this.masker(spec) : null);
+      plan.writers.push(spec ? this.writer(spec) : null);
       plan.counters.push(spec ? count(st, names[i]!, spec) : null);
       plan.detect.push(!spec && detecting && TEXT_LIKE.has(types[i]!));
+      if (spec || plan.detect[i]) plan.growth += MASK_SLACK;
     });
-    plan.any = plan.maskers.some((m) => m !== null) || plan.detect.some((d) => d);
+    plan.any = plan.growth > 0;
     return plan;
   }
 
@@ -300,10 +314,17 @@ export class ResultMasker {
     };
   }
 
+  private writer(spec: MaskSpec): MaskWriter {
+    const key = `${spec.rule}\0${spec.strategy}`;
+    let w = this.writers.get(key);
+    if (!w) this.writers.set(key, (w = makeMaskWriter(spec, this.masking.hashKey)));
+    return w;
+  }
+
   private masker(spec: MaskSpec): Masker {
     const key = `${spec.rule}\0${spec.strategy}`;
     let m = this.maskers.get(key);
-    if (!m) this.maskers.set(key, (m = makeMasker(spec, this.masking.hashKey)));
+    if (!m) this.maskers.set(key, (m = toMasker(this.writer(spec))));
     return m;
   }
 
@@ -338,6 +359,18 @@ function count(st: MaskState | undefined, column: string, spec: MaskSpec): Colum
     st?.applied.set(key, c);
   }
   return c;
+}
+
+/** Copies src[from, to) to out[at] (`sv`, `ov`: their DataViews); returns the end in `out`. */
+function move(src: Buffer, sv: DataView, from: number, to: number, out: Buffer, ov: DataView, at: number): number {
+  if (to - from > MOVE_LOOP_MAX) return at + src.copy(out, at, from, to);
+  for (; to - from >= 4; from += 4, at += 4) ov.setUint32(at, sv.getUint32(from));
+  for (; from < to; from++, at++) ov.setUint8(at, sv.getUint8(from));
+  return at;
+}
+
+function malformedRow(): PgError {
+  return new PgError('08P01', 'upstream protocol violation: malformed DataRow', 'FATAL');
 }
 
 function firstOf<T>(items: Iterable<T>): T | null {

@@ -7,7 +7,7 @@
 
 import { decodeCommandTag, decodeErrorFields, decodeTxStatus, errorResponse, frame, rowsFromTag, type TxStatus } from './backend.js';
 import { PgError } from './errors.js';
-import { HOLD } from './frames.js';
+import { HOLD, WRITTEN, type FrameWriter } from './frames.js';
 import type { MaskState, ResultMasker } from './result-masker.js';
 import type { MaskRecord } from '../../audit/events.js';
 
@@ -94,22 +94,28 @@ export class ResponseTracker {
     this.queue.push(p);
   }
 
-  /** Reads one server message; returns a replacement for it, null to drop it, or undefined to forward it. */
-  onMessage(type: number, payload: Buffer): Buffer | null | undefined | typeof HOLD {
+  /**
+   * Reads one server message, its payload src[start, end) (a CaptureHandler); returns a
+   * replacement for it, WRITTEN when a rewritten DataRow went to `out`, null to drop
+   * it, or undefined to forward it.
+   */
+  onMessage(type: number, src: Buffer, start: number, end: number, out: FrameWriter): Buffer | null | undefined | typeof HOLD | typeof WRITTEN {
     const p = this.peek();
-    switch (type) {
-      case T.DataRow: {
-        // Only captured while some statement of the session runs under a row limit, or in masked sessions.
-        const limit = p?.limit;
-        if (limit) {
-          if (limit.sent >= limit.max) {
-            limit.withheld++;
-            return null;
-          }
-          limit.sent++;
+    if (type === T.DataRow) {
+      // Only captured while some statement of the session runs under a row limit, or in masked sessions.
+      // Read in place: rows are the one message that comes by the million.
+      const limit = p?.limit;
+      if (limit) {
+        if (limit.sent >= limit.max) {
+          limit.withheld++;
+          return null;
         }
-        return this.masker?.dataRow(p?.mask, payload);
+        limit.sent++;
       }
+      return this.masker?.dataRow(p?.mask, src, start, end, out);
+    }
+    const payload = src.subarray(start, end);
+    switch (type) {
       case T.ParseComplete: case T.BindComplete: case T.CloseComplete: case T.NoData:
         if (p && p.kind !== 'query' && p.kind !== 'execute') this.shift();
         return p?.internal ? null : undefined;

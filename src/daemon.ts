@@ -62,7 +62,7 @@ export async function startDaemon(config: Config, opts: { log?: Logger; verifier
   const analysis = new AnalysisCache(analyzePg);
   const texts: StatementTexts = { normalize: normalizePg, scrub: scrubSecrets, redactLiterals: config.audit.redactLiterals };
   // One catalog per target, read on a masked session's first need and shared by all sessions.
-  const catalogs = new Map([...targets.values()].map((t) => [t.info.name, new TargetCatalog(t.endpoint, log.child({ room: 'masking', target: t.info.name }))]));
+  const catalogs = new Map([...targets.values()].map((t) => [t.info.name, new TargetCatalog(t.endpoint, log.child({ room: 'masking', target: t.info.name }), config.masking.catalogMaxAgeMs)]));
   const masking: PipelineDeps['masking'] = {
     catalog: (t) => catalogs.get(t.name)!,
     hashKey: config.masking.hashKey ? readKey(config.masking.hashKey, 'masking.hash_key', 'the masking hash key') : null,

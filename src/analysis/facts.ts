@@ -96,6 +96,8 @@ export interface StatementFacts {
   columns: ColumnRef[];
   /** Functions called, as written, lower-cased (`set_config`, `pg_catalog.set_config`, `public.f`). */
   functions: string[];
+  /** Operators used, by bare name (`=`, `~~`, `===`); absent when none. */
+  operators?: string[];
   flags: StatementFlag[];
   /**
    * For EXECUTE name: the prepared statement's name (facts are those of what was prepared).

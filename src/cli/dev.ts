@@ -56,7 +56,7 @@ export async function runDev(opts: { port: number; adminPort: number; idpPort: n
       file: { path: path.join(stateDir, 'audit', 'dbward.jsonl'), fsync: 'none', rotateBytes: 268_435_456, rotateMs: 0 },
       postgres: null, nats: null,
     },
-    masking: { hashKey: null },
+    masking: { hashKey: null, catalogMaxAgeMs: 30_000 },
     admin: { host: '127.0.0.1', port: opts.adminPort, auditGroups: ['dba'] },
     limits: { maxMessageBytes: 128 * 1024 * 1024, maxStartupBytes: 10_000, startupTimeoutMs: 10_000 },
     log: { level: 'info' },

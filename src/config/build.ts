@@ -81,7 +81,7 @@ export interface RawConfig {
   identity: RawIdentity;
   policy: { path: string | string[]; watch?: boolean };
   audit?: RawAudit;
-  masking?: { hash_key?: { env?: string; file?: string } };
+  masking?: { hash_key?: { env?: string; file?: string }; catalog_max_age_ms?: number };
   approvals?: RawApprovals;
   admin?: { host?: string; port?: number | null; audit_groups?: string[] };
   limits?: { max_message_bytes?: number; max_startup_bytes?: number; startup_timeout_ms?: number };
@@ -215,7 +215,7 @@ export function buildConfig(raw: RawConfig, source: string): Config {
     identity: identitySettings(raw.identity),
     policy: { paths: (Array.isArray(raw.policy.path) ? raw.policy.path : [raw.policy.path]).map(rel), watch: raw.policy.watch ?? true },
     audit: auditConfig(raw.audit ?? {}, rel),
-    masking: { hashKey: hashKeyRef(raw.masking?.hash_key, rel) },
+    masking: { hashKey: hashKeyRef(raw.masking?.hash_key, rel), catalogMaxAgeMs: raw.masking?.catalog_max_age_ms ?? 30_000 },
     approvals: approvalsConfig(raw.approvals ?? {}, rel),
     // `port: null` must survive as null (admin disabled), so only a missing key gets the default.
     admin: {

@@ -60,6 +60,8 @@ export interface TargetConfig {
 export interface MaskingConfig {
   /** The hash strategy's HMAC key; null when none is configured. */
   hashKey: { env: string } | { file: string } | null;
+  /** How old a target's catalog reading may get before masking reads it again. */
+  catalogMaxAgeMs: number;
 }
 
 /** How sessions are authenticated. */

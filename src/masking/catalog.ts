@@ -9,14 +9,18 @@ import pg from 'pg';
 import type { Logger } from 'pino';
 import { analyzePg } from '../analysis/pg/analyze.js';
 import { dotted } from '../analysis/pg/names.js';
-import type { ColumnRef, ColumnUse, StatementFacts } from '../analysis/facts.js';
+import type { ColumnRef, ColumnUse, StatementFacts, StatementFlag } from '../analysis/facts.js';
+import { functionFlags } from '../analysis/pg/flags.js';
 import type { UpstreamEndpoint } from '../proxy/postgres/upstream.js';
 
 /** OIDs below this were assigned by initdb: system catalogs and information_schema, never masked. */
 export const FIRST_USER_OID = 16384;
 
-/** A view column's origin: a column of another relation, or an expression over some columns. */
-export type Lineage = { rel: number; att: number } | { sources: SourceRef[] };
+/**
+ * A view column's origin: a column of another relation, or an expression over some
+ * columns, and the code it calls that dbward cannot read (see `callsOf`).
+ */
+export type Lineage = { rel: number; att: number } | { sources: SourceRef[]; calls: string[] };
 
 /** A column an expression reads: `*` for any column of the relation (SELECT *, a whole-row reference). */
 export interface SourceRef {
@@ -50,7 +54,21 @@ export interface CatalogSnapshot {
   version: number;
   relations: Map<number, RelationInfo>;
   byName: Map<string, RelationInfo>;
+  /**
+   * User-defined functions and procedures (not created by initdb), by printed name,
+   * unqualified and `schema.name`, to the `schema.name` of each they may be.
+   */
+  routines: Map<string, string[]>;
+  /** User-defined operators by name, to the `schema.name` of each function one runs. */
+  operators: Map<string, string[]>;
+  /** Functions created by initdb, by printed name, unqualified and `schema.name`. */
+  builtins: Set<string>;
 }
+
+/** In `callsOf`: code no name describes (DO, dynamic SQL, a server file or program). */
+export const UNNAMED_CODE = '*';
+/** In `callsOf`, before a function name the snapshot does not know (created since it was read, perhaps). */
+export const UNKNOWN_PREFIX = '?';
 
 const RELATIONS_SQL = `
 SELECT c.oid::int8 AS oid, n.nspname, c.relname, c.relkind, a.attnum, a.attname, a.atttypid::int8 AS typ,
@@ -60,6 +78,18 @@ SELECT c.oid::int8 AS oid, n.nspname, c.relname, c.relkind, a.attnum, a.attname,
   JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
  WHERE c.relkind IN ('r', 'v', 'm', 'f', 'p') AND c.oid >= ${FIRST_USER_OID}
  ORDER BY c.oid, a.attnum`;
+
+const ROUTINES_SQL = `
+SELECT DISTINCT n.nspname, p.proname, p.oid >= ${FIRST_USER_OID} AS user_defined
+  FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace`;
+
+const OPERATORS_SQL = `
+SELECT o.oprname, n.nspname, p.proname FROM pg_operator o
+  JOIN pg_proc p ON p.oid = o.oprcode JOIN pg_namespace n ON n.oid = p.pronamespace
+ WHERE o.oid >= ${FIRST_USER_OID}`;
+
+/** Flags of code whose reads dbward cannot see. */
+const OPAQUE_FLAGS: readonly StatementFlag[] = ['dynamic_sql', 'anonymous_code', 'server_file_access', 'server_program'];
 
 const TAG = /dbward:([A-Za-z0-9_.-]+)/g;
 /** Column uses that carry a value into a statement's output. */
@@ -71,17 +101,18 @@ export class TargetCatalog {
   private loading: Promise<CatalogSnapshot> | null = null;
   private stale = true;
   private version = 0;
+  private readAt = 0;
 
-  constructor(private readonly endpoint: UpstreamEndpoint, private readonly log: Logger) {}
+  constructor(private readonly endpoint: UpstreamEndpoint, private readonly log: Logger, private readonly maxAgeMs = 30_000) {}
 
   /** The last snapshot read, possibly stale; null before the first load. */
   get current(): CatalogSnapshot | null {
     return this.snapshot;
   }
 
-  /** True when DDL may have changed the catalog since the snapshot was read. */
+  /** True when DDL may have changed the catalog since the snapshot was read, or the snapshot is too old to trust. */
   get isStale(): boolean {
-    return this.stale || this.snapshot === null;
+    return this.stale || this.snapshot === null || Date.now() - this.readAt > this.maxAgeMs;
   }
 
   /** Marks the snapshot stale: the next load() reads the catalog again. */
@@ -94,8 +125,11 @@ export class TargetCatalog {
     if (!this.isStale) return Promise.resolve(this.snapshot!);
     if (this.loading) return this.loading;
     this.stale = false;
+    // From the start of the read: a change made while it runs may be missed by it.
+    const started = Date.now();
     this.loading = this.read().then((s) => {
       this.snapshot = s;
+      this.readAt = started;
       return s;
     }, (err: unknown) => {
       this.stale = true;
@@ -118,7 +152,21 @@ export class TargetCatalog {
     try {
       // Read-only, and every name printed qualified (pg_get_viewdef qualifies what the path does not show).
       await client.query("SET default_transaction_read_only = on; SET search_path = pg_catalog");
-      const snapshot: CatalogSnapshot = { version: ++this.version, relations: new Map(), byName: new Map() };
+      const snapshot: CatalogSnapshot = {
+        version: ++this.version, relations: new Map(), byName: new Map(), routines: new Map(), operators: new Map(), builtins: new Set(),
+      };
+      for (const r of (await client.query<{ nspname: string; proname: string; user_defined: boolean }>(ROUTINES_SQL)).rows) {
+        const qualified = dotted([r.nspname, r.proname]);
+        if (r.user_defined) {
+          addTo(snapshot.routines, dotted([r.proname]), qualified);
+          addTo(snapshot.routines, qualified, qualified);
+        } else {
+          snapshot.builtins.add(qualified).add(dotted([r.proname]));
+        }
+      }
+      for (const r of (await client.query<{ oprname: string; nspname: string; proname: string }>(OPERATORS_SQL)).rows) {
+        addTo(snapshot.operators, r.oprname, dotted([r.nspname, r.proname]));
+      }
       const rows = (await client.query<{ oid: string; nspname: string; relname: string; relkind: string; attnum: number; attname: string; typ: string; comment: string | null }>(RELATIONS_SQL)).rows;
       for (const r of rows) {
         const oid = Number(r.oid);
@@ -150,7 +198,7 @@ export class TargetCatalog {
     const def = (await client.query<{ def: string | null }>('SELECT pg_get_viewdef($1::oid) AS def', [rel.oid])).rows[0]?.def;
     if (!def) return;
     const body = def.trim().replace(/;$/, '');
-    let sources: SourceRef[] | null = null;
+    let lineage: { sources: SourceRef[]; calls: string[] } | null = null;
     let fields: { tableID: number; columnID: number }[] = [];
     try {
       fields = (await client.query(`SELECT * FROM (${body}) AS dbward_view WHERE false`)).fields;
@@ -160,24 +208,57 @@ export class TargetCatalog {
     for (const col of rel.columns.values()) {
       const f = fields[col.att - 1];
       if (f && f.tableID !== 0 && f.columnID > 0) col.lineage = { rel: f.tableID, att: f.columnID };
-      else col.lineage = { sources: (sources ??= readsOf(body, snapshot)) };
+      else col.lineage = (lineage ??= computedLineage(body, snapshot));
     }
   }
 }
 
-/** Every column a query's output may carry, resolved against the snapshot (names unknown to it are skipped). */
-export function readsOf(sql: string, snapshot: CatalogSnapshot): SourceRef[] {
+/** Every column a query's output may carry, and the code it calls that dbward cannot read, resolved against the snapshot. */
+export function computedLineage(sql: string, snapshot: CatalogSnapshot): { sources: SourceRef[]; calls: string[] } {
   const analysis = analyzePg(sql, { searchPath: ['pg_catalog'], user: '' });
   // Unreadable: treat it as reading everything a view could read, i.e. all of every relation it names.
-  if (!analysis.ok) return [...snapshot.relations.keys()].map((rel) => ({ rel, column: '*' }));
-  const out: SourceRef[] = [];
+  if (!analysis.ok) return { sources: [...snapshot.relations.keys()].map((rel) => ({ rel, column: '*' })), calls: [UNNAMED_CODE] };
+  const sources: SourceRef[] = [];
   for (const f of analysis.statements) {
     for (const c of f.columns) {
       if (!FLOW_USES.has(c.use)) continue;
-      for (const rel of relationsNamed(snapshot, columnCandidates(f, c))) out.push({ rel: rel.oid, column: c.column });
+      for (const rel of relationsNamed(snapshot, columnCandidates(f, c))) sources.push({ rel: rel.oid, column: c.column });
     }
   }
-  return out;
+  return { sources, calls: callsOf(snapshot, analysis.statements) };
+}
+
+/**
+ * The code a statement runs whose reads dbward cannot see: each user-defined function
+ * (or procedure, or operator's function) it may call, as `schema.name`; UNNAMED_CODE
+ * for DO blocks, SQL run from a string (query_to_xml, ts_stat) and server files or
+ * programs; UNKNOWN_PREFIX and the name as written for a function the snapshot does
+ * not know. Built-in functions read only their arguments.
+ */
+export function callsOf(s: CatalogSnapshot, statements: readonly StatementFacts[]): string[] {
+  const out = new Set<string>();
+  for (const f of statements) {
+    if (f.kinds.includes('do') || f.flags.some((fl) => OPAQUE_FLAGS.includes(fl))) out.add(UNNAMED_CODE);
+    for (const fn of f.functions) {
+      const user = s.routines.get(fn);
+      if (user) for (const q of user) out.add(q);
+      else if (!s.builtins.has(fn)) out.add(UNKNOWN_PREFIX + fn);
+    }
+    for (const op of f.operators ?? []) {
+      for (const q of s.operators.get(op) ?? []) {
+        // A built-in function behind a user's operator reads its arguments only, unless it runs SQL text or files.
+        out.add(q.startsWith('pg_catalog.') && functionFlags(q.slice(11)).length === 0 ? '' : q);
+      }
+    }
+  }
+  out.delete('');
+  return [...out];
+}
+
+function addTo(map: Map<string, string[]>, key: string, value: string): void {
+  const list = map.get(key);
+  if (!list) map.set(key, [value]);
+  else if (!list.includes(value)) list.push(value);
 }
 
 /** The `schema.table` names a column reference may belong to: its table's candidates, or every table the statement reads. */

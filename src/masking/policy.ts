@@ -37,6 +37,8 @@ export interface CompiledMaskRule {
 export interface CompiledMasking {
   strict: boolean;
   derived: 'mask' | 'deny';
+  /** Against `schema.function`: user-defined functions whose results need no mask; null when none. */
+  trusted: RegExp | null;
   rules: CompiledMaskRule[];
 }
 
@@ -52,11 +54,20 @@ export function compileMasking(sources: PolicySource[], ids: Set<string>): { mas
   let derived: 'mask' | 'deny' = 'mask';
   // Classifications first, from every file: a rule may name one defined in another file.
   const classes = new Map<string, string[]>();
+  const trusted: string[] = [];
   for (const src of sources) {
     const m = src.data.masking;
     if (!m) continue;
     strict ||= m.strict === true;
     if (m.derived === 'deny') derived = 'deny';
+    (m.trusted_functions ?? []).forEach((pattern, i) => {
+      try {
+        trusted.push(functionSource(pattern));
+      } catch (err) {
+        if (!(err instanceof GlobError)) throw err;
+        report(src, ['masking', 'trusted_functions', i], err.message);
+      }
+    });
     for (const [name, cols] of Object.entries(m.classifications ?? {})) classes.set(name, [...(classes.get(name) ?? []), ...cols]);
   }
   const rules: CompiledMaskRule[] = [];
@@ -69,7 +80,8 @@ export function compileMasking(sources: PolicySource[], ids: Set<string>): { mas
       if (rule) rules.push(rule);
     });
   }
-  return { masking: { strict, derived, rules }, problems };
+  const trustedRe = trusted.length === 0 ? null : new RegExp(`^(?:${trusted.join('|')})$`);
+  return { masking: { strict, derived, trusted: trustedRe, rules }, problems };
 }
 
 function compileRule(raw: RawMaskRule, classes: Map<string, string[]>, src: PolicySource, path: PathSegment[], report: Report): CompiledMaskRule | null {
@@ -110,13 +122,20 @@ const ANY: NamePart = { text: '*', quoted: false };
 
 // column, table.column or schema.table.column; missing leading parts are any.
 function columnsRegex(patterns: string[]): RegExp {
-  const alternatives = patterns.map((pattern) => {
-    const p = splitName(pattern);
-    if (p.length > 3) throw new GlobError(`"${pattern}": a column pattern is column, table.column or schema.table.column`);
-    const full = [...Array<NamePart>(3 - p.length).fill(ANY), ...p];
-    return full.map((x) => partSource(x, false)).join('\\.');
-  });
-  return new RegExp(`^(?:${alternatives.join('|')})$`);
+  return new RegExp(`^(?:${patterns.map((p) => nameSource(p, 3, 'column, table.column or schema.table.column')).join('|')})$`);
+}
+
+// function or schema.function; a missing schema is any.
+function functionSource(pattern: string): string {
+  return nameSource(pattern, 2, 'function or schema.function');
+}
+
+// A dotted glob of at most `size` parts against printed names of exactly `size` parts.
+function nameSource(pattern: string, size: number, shape: string): string {
+  const p = splitName(pattern);
+  if (p.length > size) throw new GlobError(`"${pattern}": a ${size === 3 ? 'column' : 'function'} pattern is ${shape}`);
+  const full = [...Array<NamePart>(size - p.length).fill(ANY), ...p];
+  return full.map((x) => partSource(x, false)).join('\\.');
 }
 
 /** The rules that mask for this session: match holds (in doubt, it holds), exemption holds only when proven. */

@@ -7,7 +7,7 @@
 // output column).
 
 import type { Analysis, StatementFacts } from '../analysis/facts.js';
-import { columnCandidates, FLOW_USES, relationsNamed, type CatalogSnapshot, type ColumnInfo, type RelationInfo, type TargetCatalog } from './catalog.js';
+import { callsOf, columnCandidates, UNKNOWN_PREFIX, FLOW_USES, relationsNamed, type CatalogSnapshot, type ColumnInfo, type RelationInfo, type TargetCatalog } from './catalog.js';
 import { copyOptions } from './copy-options.js';
 import { compileDetectors } from './detectors.js';
 import type { CompiledMaskRule } from './policy.js';
@@ -17,7 +17,10 @@ import type { DetectorName, MaskSpec } from './types.js';
 /** Column uses that let a query infer a value without returning it (strict mode denies them). */
 const INFER_USES = new Set(['predicate', 'order', 'group', 'join']);
 const MAX_DEPTH = 32;
+const REFRESH_MS = 2000;
 const UNKNOWN_CURSOR: MaskSpec = Object.freeze({ strategy: 'redact', rule: 'masking.cursor' }) as MaskSpec;
+/** For outputs of code dbward cannot read (a user-defined function, DO, SQL run from a string). */
+const OPAQUE: MaskSpec = Object.freeze({ strategy: 'redact', rule: 'masking.opaque' }) as MaskSpec;
 
 /** What a statement does with masked columns. */
 export interface StatementTaint {
@@ -46,12 +49,16 @@ export class SessionMasking {
   private readonly specs = new Map<number, MaskSpec | null>();
   // undefined: no DECLARE seen; null: only clean ones; else the first masked input of one.
   private cursorTaint: MaskSpec | null | undefined = undefined;
+  // Whether the snapshot of that version has a column masked for this session.
+  private maskedVersion = -1;
+  private masksAny = false;
+  private refreshedAt = 0;
   readonly detect: ((value: Buffer) => DetectorName | null) | null;
   readonly detectSpec: MaskSpec | null;
 
   constructor(
     readonly rules: readonly CompiledMaskRule[],
-    readonly options: { strict: boolean; derived: 'mask' | 'deny' },
+    readonly options: { strict: boolean; derived: 'mask' | 'deny'; trusted?: RegExp | null },
     readonly catalog: TargetCatalog,
     readonly hashKey: Buffer | null,
   ) {
@@ -98,7 +105,37 @@ export class SessionMasking {
       const m = this.sourceSpec(s, src.rel, src.column, depth + 1);
       if (m) return derivedSpec(m);
     }
-    return null;
+    return this.untrusted(c.lineage.calls) && this.masksSomething(s) ? OPAQUE : null;
+  }
+
+  // A function the snapshot does not know was perhaps created since: read the catalog
+  // again (at most every REFRESH_MS), so the statements after this one are judged on it.
+  private unknownCode(): void {
+    const now = Date.now();
+    if (now - this.refreshedAt < REFRESH_MS) return;
+    this.refreshedAt = now;
+    this.catalog.invalidate();
+  }
+
+  /** Some of the code (from callsOf) is not among the policy's trusted functions. */
+  private untrusted(calls: readonly string[]): boolean {
+    const trusted = this.options.trusted ?? null;
+    return calls.some((q) => trusted === null || !trusted.test(q));
+  }
+
+  /** Some column of the snapshot is masked for this session: only then can opaque code leak one. */
+  private masksSomething(s: CatalogSnapshot): boolean {
+    if (this.maskedVersion !== s.version) {
+      this.maskedVersion = s.version;
+      this.masksAny = false;
+      for (const r of s.relations.values()) {
+        if (r.kind !== 'v' && r.kind !== 'm' && this.anyMasked(s, r, 0)) {
+          this.masksAny = true;
+          break;
+        }
+      }
+    }
+    return this.masksAny;
   }
 
   private sourceSpec(s: CatalogSnapshot, rel: number, column: string, depth: number): MaskSpec | null {
@@ -134,6 +171,13 @@ export class SessionMasking {
         }
       }
     }
+    // Code dbward cannot read may return (or raise, in a message) any masked value it reads.
+    const calls = callsOf(s, statements);
+    if (calls.some((q) => q.startsWith(UNKNOWN_PREFIX))) this.unknownCode();
+    if (this.untrusted(calls) && this.masksSomething(s)) {
+      if (flow?.strategy !== 'null') flow = OPAQUE;
+      sensitive = true;
+    }
     return flow || sensitive || inferred.length ? { flow, inferred, sensitive, copied } : CLEAN;
   }
 
@@ -160,6 +204,10 @@ export class SessionMasking {
       // Binary rows (and rows in an encoding whose bytes can hide a delimiter) cannot be rewritten field by field.
       if (!copy || copy.format.kind === 'binary' || (copy.encoding !== null && !/^utf-?8$/i.test(copy.encoding))) {
         return { rule: t.flow?.rule ?? 'masking', message: 'COPY of masked columns must use text or csv format in UTF8 so dbward can mask it' };
+      }
+      // Rows written to a server file or program never pass through dbward to be masked.
+      if (copy.target === 'file' || copy.target === 'program') {
+        return { rule: t.flow?.rule ?? 'masking', message: 'COPY of masked columns to a server file or program is refused: dbward could not mask the rows' };
       }
     }
     if (this.options.strict && t.inferred.length > 0) {

@@ -102,6 +102,7 @@ export interface RawMasking {
   strict?: boolean;
   derived?: 'mask' | 'deny';
   classifications?: Record<string, string[]>;
+  trusted_functions?: string[];
   rules?: RawMaskRule[];
 }
 

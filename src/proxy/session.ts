@@ -225,7 +225,7 @@ export class SessionPipeline {
       const compiled = engine.masking;
       const rules = m && compiled ? rulesFor(compiled, this.identity, this.target) : [];
       this.maskingNow = rules.length === 0 || !m || !compiled ? null
-        : new SessionMasking(rules, { strict: compiled.strict, derived: compiled.derived }, m.catalog(this.target), m.hashKey);
+        : new SessionMasking(rules, { strict: compiled.strict, derived: compiled.derived, trusted: compiled.trusted }, m.catalog(this.target), m.hashKey);
     }
     return this.maskingNow;
   }

@@ -57,6 +57,8 @@ export async function startTestDaemon(opts: {
   audit?: (file: string) => AuditConfig;
   /** masking.hash_key. */
   maskingHashKey?: { env: string } | { file: string };
+  /** masking.catalog_max_age_ms (default 30 s). */
+  catalogMaxAgeMs?: number;
   /** Overrides of the approvals section (default: memory store, no notifiers). */
   approvals?: Partial<ApprovalsConfig>;
 } = {}): Promise<TestDaemon> {
@@ -71,7 +73,7 @@ export async function startTestDaemon(opts: {
     identity: opts.identity ?? { mode: 'unverified' },
     policy: { paths: opts.policyPaths ?? [policyPath], watch: false },
     audit: opts.audit ? opts.audit(auditPath) : testAuditConfig(auditPath, dir),
-    masking: { hashKey: opts.maskingHashKey ?? null },
+    masking: { hashKey: opts.maskingHashKey ?? null, catalogMaxAgeMs: opts.catalogMaxAgeMs ?? 30_000 },
     approvals: { ...defaultApprovals(), sweepMs: 200, ...opts.approvals },
     admin: { host: '127.0.0.1', port: 0, auditGroups: opts.auditGroups ?? ['dbward-auditors'] },
     limits: { maxMessageBytes: 64 * 1024 * 1024, maxStartupBytes: 10_000, startupTimeoutMs: 5_000, ...opts.limits },

@@ -5,12 +5,12 @@
 
 import { createHmac } from 'node:crypto';
 import fs from 'node:fs';
-import net from 'node:net';
 import { Ajv } from 'ajv';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { psql, startTestDaemon, type TestDaemon } from '../helpers/dbward.js';
 import { PG, requirePostgres } from '../helpers/services.js';
+import { startTap, type Tap } from '../helpers/tap.js';
 
 const KEY = 'k'.repeat(40);
 process.env.DBWARD_TEST_MASK_KEY = KEY;
@@ -52,30 +52,6 @@ masking:
 
 let d: TestDaemon;
 let tap: Tap;
-
-/** A TCP relay in front of dbward that keeps every byte dbward sent to clients. */
-interface Tap { port: number; received: Buffer[]; close(): Promise<void> }
-
-async function startTap(target: number): Promise<Tap> {
-  const received: Buffer[] = [];
-  const sockets = new Set<net.Socket>();
-  const server = net.createServer((client) => {
-    const up = net.connect(target, '127.0.0.1');
-    sockets.add(client).add(up);
-    client.pipe(up);
-    up.on('data', (c: Buffer) => received.push(Buffer.from(c)));
-    up.pipe(client);
-    const end = () => { client.destroy(); up.destroy(); };
-    client.on('error', end).on('close', end);
-    up.on('error', end).on('close', end);
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  return {
-    port: (server.address() as net.AddressInfo).port,
-    received,
-    close: () => { for (const s of sockets) s.destroy(); return new Promise((r) => server.close(() => r())); },
-  };
-}
 
 function leaked(): string[] {
   const all = Buffer.concat(tap.received);

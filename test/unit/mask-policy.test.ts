@@ -44,9 +44,14 @@ function snapshot(): CatalogSnapshot {
   const view = rel(20001, 'public.v', [['contact'], ['n']]);
   view.kind = 'v';
   view.columns.get(1)!.lineage = { rel: 20000, att: 2 };
-  view.columns.get(2)!.lineage = { sources: [{ rel: 20000, column: 'name' }] };
+  view.columns.get(2)!.lineage = { sources: [{ rel: 20000, column: 'name' }], calls: [] };
   const relations = new Map([[users.oid, users], [view.oid, view]]);
-  return { version: 1, relations, byName: new Map([...relations.values()].map((r) => [r.printed, r])) };
+  return {
+    version: 1, relations, byName: new Map([...relations.values()].map((r) => [r.printed, r])),
+    routines: new Map([['get_email', ['public.get_email', 'util.get_email']], ['public.get_email', ['public.get_email']], ['fmt', ['util.fmt']], ['util.fmt', ['util.fmt']]]),
+    operators: new Map([['###', ['public.get_email']], ['===', ['pg_catalog.texteq']], ['@@@', ['pg_catalog.ts_stat']]]),
+    builtins: new Set(['lower', 'upper', 'pg_catalog.lower', 'query_to_xml']),
+  };
 }
 
 const facts = (sql: string): StatementFacts[] => {
@@ -124,5 +129,38 @@ masking:
     expect(check('UPDATE users SET ssn = $1 WHERE id = 1 RETURNING email')).toBeNull();
     expect(check('COPY users TO STDOUT WITH (FORMAT binary)')).toMatch(/text or csv/);
     expect(check('SELECT id, name FROM users')).toBeNull();
+  });
+
+  it('treats code it cannot read as reading every masked column, unless the policy trusts it', () => {
+    const m = policyFromTexts([{ file: 'p.yaml', text: `${POLICY}  trusted_functions: [util.fmt]\n` }]).masking;
+    const s = snapshot();
+    const masking = new SessionMasking(rulesFor(m, { user: 'alice', verified: false }, specTarget({ environment: 'prod' })), m,
+      new TargetCatalog({} as never, pino({ level: 'silent' })), null);
+    const taint = (sql: string) => masking.taint(s, facts(sql));
+    const opaque = { flow: { rule: 'masking.opaque', strategy: 'redact' }, sensitive: true, copied: false };
+    expect(taint('SELECT get_email(1)')).toMatchObject(opaque);
+    expect(taint('SELECT public.get_email(1)')).toMatchObject(opaque);
+    expect(taint('SELECT OPERATOR(public.###) 1')).toMatchObject(opaque);
+    expect(taint("SELECT query_to_xml('SELECT ssn FROM users', true, false, '')")).toMatchObject(opaque);
+    expect(taint("DO $$ BEGIN RAISE NOTICE 'x'; END $$")).toMatchObject(opaque);
+    expect(taint("SELECT 'a' @@@ 'b'")).toMatchObject(opaque); // a built-in that runs SQL text, behind an operator
+    expect(taint('SELECT not_there(1)')).toMatchObject(opaque); // unknown: perhaps created since the reading
+    // Trusted, built-in, and operators over built-ins that read only their arguments.
+    expect(taint('SELECT util.fmt(name), fmt(name), lower(name) FROM users')).toMatchObject({ flow: null });
+    expect(taint("SELECT 'a' === 'b'")).toMatchObject({ flow: null });
+    // A statement that also reads a column masked with null keeps null.
+    expect(taint('SELECT token, get_email(1) FROM users').flow).toMatchObject({ strategy: 'null' });
+    // Nothing masked for the session: nothing such code could leak.
+    const none = new SessionMasking(rulesFor(m, { user: 'alice', verified: false }, specTarget({ environment: 'dev' })).filter((r) => r.id === 'ssn'), m,
+      new TargetCatalog({} as never, pino({ level: 'silent' })), null);
+    expect(none.taint({ ...s, relations: new Map(), byName: new Map(), version: 2 }, facts('SELECT get_email(1)')).flow).toBeNull();
+  });
+
+  it('rejects trusted_functions patterns that are not functions', () => {
+    expect(policyProblems(`masking:
+  trusted_functions: [a.b.c]
+  rules:
+    - { id: r, columns: [x], strategy: redact }
+`)).toEqual(['p.yaml:2:23: masking.trusted_functions[0]: "a.b.c": a function pattern is function or schema.function']);
   });
 });

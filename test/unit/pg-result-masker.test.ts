@@ -22,7 +22,7 @@ const COLUMNS = ['id', 'email', 'ssn', 'gone', 'digest', 'note'];
 function snapshot(): CatalogSnapshot {
   const columns = new Map<number, ColumnInfo>(COLUMNS.map((name, i) => [i + 1, { att: i + 1, name, printed: `public.people.${name}`, typeOid: 25, tags: [] }]));
   const rel = { oid: OID, kind: 'r', printed: 'public.people', columns, byName: new Map([...columns.values()].map((c) => [c.name, c])) };
-  return { version: 1, relations: new Map([[OID, rel]]), byName: new Map([['public.people', rel]]) };
+  return { version: 1, relations: new Map([[OID, rel]]), byName: new Map([['public.people', rel]]), routines: new Map(), operators: new Map(), builtins: new Set(['lower', 'upper', 'pg_catalog.lower']) };
 }
 
 function rule(id: string, strategy: MaskSpec['strategy'], column: string | null, detect: DetectorName[] = []): CompiledMaskRule {

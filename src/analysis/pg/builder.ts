@@ -14,6 +14,7 @@ export class FactsBuilder {
   private readonly writes = new Map<string, TableRef>();
   private readonly columns = new Map<string, ColumnRef>();
   private readonly functions = new Set<string>();
+  private readonly operators = new Set<string>();
   /** Depth of EXPLAIN without ANALYZE: what is under it is planned, not run. */
   planOnly = 0;
   /** A SELECT whose rows reach the client has no LIMIT; `no_limit` if it also reads a table. */
@@ -58,6 +59,11 @@ export class FactsBuilder {
     this.functions.add(name);
   }
 
+  /** Records an operator used, by its bare name. */
+  op(name: string): void {
+    this.operators.add(name);
+  }
+
   /** Marks that the client gets a SELECT's rows without LIMIT. */
   noLimit(): void {
     if (this.planOnly === 0) this.unlimited = true;
@@ -78,6 +84,7 @@ export class FactsBuilder {
     for (const w of f.writes) this.write(rebase(w));
     for (const c of f.columns) this.column(c.table, c.column, c.use);
     for (const fn of f.functions) this.fn(fn);
+    for (const op of f.operators ?? []) this.op(op);
     for (const fl of f.flags) this.flag(fl);
     if (f.secret) this.secret = true;
   }
@@ -94,6 +101,7 @@ export class FactsBuilder {
       functions: [...this.functions],
       flags: [...this.flags],
     };
+    if (this.operators.size > 0) facts.operators = [...this.operators];
     if (this.prepared !== undefined) facts.prepared = this.prepared;
     if (this.setting !== undefined) facts.setting = this.setting;
     if (this.values !== undefined) facts.values = this.values;

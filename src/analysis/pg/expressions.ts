@@ -8,6 +8,7 @@ import { ROLE_SETTINGS, functionFlags, readingHazard } from './flags.js';
 import { dotted, ident } from './names.js';
 import type { Handler, Walker } from './walk.js';
 
+const NAME_SKIP: ReadonlySet<string> = new Set(['name']);
 const FUNC_SKIP: ReadonlySet<string> = new Set(['funcname', 'args', 'agg_order', 'agg_filter', 'over']);
 
 /** A function call: its name as written, flags by its own name, then its arguments. */
@@ -110,6 +111,7 @@ function qualifier(w: Walker, parts: string[]): string | null {
 const SUBLINK_SKIP: ReadonlySet<string> = new Set(['testexpr', 'subselect']);
 
 function subLink(w: Walker, b: Obj): void {
+  operator(w, b.operName);
   w.visit(b.testexpr);
   const saved = w.sublinkUse;
   w.sublinkUse = w.use;
@@ -119,6 +121,12 @@ function subLink(w: Walker, b: Obj): void {
     w.sublinkUse = saved;
   }
   w.rest(b, SUBLINK_SKIP);
+}
+
+/** An operator's name as written (`=`, `OPERATOR(public.===)` as `===`): user-defined ones run functions. */
+function operator(w: Walker, name: unknown): void {
+  const parts = names(name);
+  if (parts && parts.length > 0) w.b.op(parts[parts.length - 1]!);
 }
 
 const WINDOW_SKIP: ReadonlySet<string> = new Set(['partitionClause', 'orderClause']);
@@ -150,6 +158,10 @@ function defElem(w: Walker, b: Obj): void {
 /** Expression node handlers by node type. */
 export const EXPRESSION_HANDLERS: readonly (readonly [string, Handler])[] = [
   ['FuncCall', funcCall],
+  ['A_Expr', (w, b) => {
+    operator(w, b.name);
+    w.rest(b, NAME_SKIP);
+  }],
   ['ColumnRef', columnRef],
   ['SubLink', subLink],
   ['WindowDef', windowDef],

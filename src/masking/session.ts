@@ -129,7 +129,7 @@ export class SessionMasking {
       this.maskedVersion = s.version;
       this.masksAny = false;
       for (const r of s.relations.values()) {
-        if (r.kind !== 'v' && r.kind !== 'm' && this.anyMasked(s, r, 0)) {
+        if (this.anyMasked(s, r, 0)) {
           this.masksAny = true;
           break;
         }

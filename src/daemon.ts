@@ -30,6 +30,7 @@ import type { PipelineDeps } from './proxy/session.js';
 import { TokenVerifier, type VerifierOptions } from './identity/verifier.js';
 import { PgListener } from './proxy/postgres/listener.js';
 import { approvalsRoute } from './admin/approvals-api.js';
+import { approverSignIn } from './admin/sign-in.js';
 import { MemoryApprovalStore } from './approvals/memory-store.js';
 import { SlackNotifier, WebhookNotifier, type Notifier } from './approvals/notify.js';
 import { PostgresApprovalStore } from './approvals/pg-store.js';
@@ -135,9 +136,9 @@ export async function startDaemon(config: Config, opts: { log?: Logger; verifier
       }, routes(auditRoute(config, verifier, log), approvalsRoute({
         service: approvals, verifier, log: log.child({ room: 'approvals' }),
         linkKey,
+        signIn: approverSignIn(config.approvals.signIn, verifier, linkKey, () => adminBase),
         slack: config.approvals.slack && {
           signingSecret: config.approvals.slack.signingSecret ? Buffer.from(resolveSecret(config.approvals.slack.signingSecret) ?? '') : null,
-          users: config.approvals.slack.users,
         },
       })));
       adminBase ??= `http://${config.admin.host.includes(':') ? `[${config.admin.host}]` : config.admin.host}:${admin.port}`;

@@ -46,6 +46,31 @@ export class SlackNotifier implements Notifier {
   }
 }
 
+/**
+ * Writes each request's approve and deny links to a terminal, and one line when it
+ * ends (`dbward dev`, where the approver is at the same machine). Names only:
+ * the statement stays in the audit trail and on the link's page.
+ */
+export class TerminalNotifier implements Notifier {
+  readonly name = 'terminal';
+
+  constructor(private readonly out: { write(s: string): unknown }) {}
+
+  async send(event: NotifyEvent): Promise<void> {
+    const r = event.request;
+    const line = (s: string) => s.replace(/[\p{Cc}]+/gu, ' ');
+    if (event.kind === 'decided') {
+      const by = r.decisions.map((d) => `${d.user} ${d.decision === 'approve' ? 'approved' : 'denied'} via ${d.via}`).join(', ');
+      this.out.write(`approval ${r.id} is now ${r.status}${line(by ? ` (${by})` : '')}${line(r.reason ? `: ${r.reason}` : '')}\n`);
+      return;
+    }
+    const who = `${line(r.requester.user)} on ${line(r.target.name)} (rule ${line(r.rules.join(', '))})`;
+    this.out.write(event.links
+      ? `\napproval ${r.id}: ${who} waits for ${r.required} approval(s) from ${line(r.approvers.join(', '))}. Open in a browser and sign in:\n  approve: ${event.links.approve}\n  deny:    ${event.links.deny}\n\n`
+      : `\napproval ${r.id}: ${who} waits for ${r.required} approval(s) from ${line(r.approvers.join(', '))}: dbward approvals approve ${r.id} --reason "..."\n\n`);
+  }
+}
+
 /** Options of WebhookNotifier. */
 export interface WebhookNotifierOptions {
   url: string;

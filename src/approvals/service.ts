@@ -153,6 +153,11 @@ export class ApprovalService {
     return r;
   }
 
+  /** Adds a notifier once running (`dbward dev` prints links to its terminal). */
+  addNotifier(n: Notifier): void {
+    this.opts.notifiers.push(n);
+  }
+
   /** Withdraws a pending request (recorded); returns the request as it is now. */
   async withdraw(id: string, why: string): Promise<ApprovalRequest | null> {
     const now = new Date();

@@ -10,7 +10,7 @@
  */
 export type ApprovalStatus = 'pending' | 'approved' | 'used' | 'denied' | 'expired' | 'withdrawn';
 
-/** Where a decision came from. */
+/** Where a decision came from. link: a signed link, by a browser sign-in or a Bearer token. slack: only in records from before Slack stopped deciding. */
 export type DecisionChannel = 'cli' | 'api' | 'slack' | 'link';
 
 /** One approver's answer. */

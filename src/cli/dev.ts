@@ -3,6 +3,7 @@
 // on loopback), with a self-signed TLS certificate when openssl is available, a
 // ready token and a ready-to-paste psql line.
 
+import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -11,7 +12,8 @@ import { defaultApprovals } from '../config/build.js';
 import { startDaemon, type Daemon } from '../daemon.js';
 import { startDemoDatabaseProcess } from '../embedded/demo-db-process.js';
 import { createDevCertificate } from '../embedded/devcert.js';
-import { ACCOUNTS, AGENT_CLIENT, DBWARD_RESOURCE, DEVICE_CLIENT_ID, startDevIssuer, type DevIssuer } from '../embedded/dev-idp.js';
+import { TerminalNotifier } from '../approvals/notify.js';
+import { ACCOUNTS, AGENT_CLIENT, APPROVALS_CLIENT_ID, APPROVALS_SCOPE, DBWARD_RESOURCE, DEVICE_CLIENT_ID, startDevIssuer, type DevIssuer } from '../embedded/dev-idp.js';
 import { resolveIdentityConfig } from '../identity/types.js';
 
 const DEV_POLICIES = ['baseline.yaml', 'where-required.yaml', 'pii-approval.yaml'];
@@ -43,7 +45,12 @@ export async function runDev(opts: { port: number; adminPort: number; idpPort: n
     }],
     // The example policies: nobody changes role or touches server files; UPDATE/DELETE need
     // a WHERE; writes to the PII tables need approval; agents stay away from them.
-    approvals: defaultApprovals(),
+    // Approvers open the printed link and sign in at the development identity provider.
+    approvals: {
+      ...defaultApprovals(),
+      linkKey: { file: devLinkKey(stateDir) },
+      signIn: { clientId: APPROVALS_CLIENT_ID, clientSecret: { none: true }, scope: APPROVALS_SCOPE, resource: DBWARD_RESOURCE },
+    },
     policy: { paths: DEV_POLICIES.map((f) => fileURLToPath(new URL(`../../examples/policies/${f}`, import.meta.url))), watch: false },
     identity: {
       mode: 'oidc',
@@ -85,7 +92,16 @@ export async function runDev(opts: { port: number; adminPort: number; idpPort: n
   const approverFile = path.join(stateDir, 'carol.token');
   fs.writeFileSync(approverFile, `${approverToken}\n`, { mode: 0o600 });
   process.stderr.write(readyText(daemon, idp, { user, token, tokenFile, tls: Boolean(cert), audit: config.audit.file!.path }));
+  daemon.approvals.addNotifier(new TerminalNotifier(process.stderr));
   return Object.assign(daemon, { onStop: async () => { await Promise.all([db.stop(), idp.close()]); } });
+}
+
+/** The approval link key of the dev state directory, made on first use. */
+function devLinkKey(stateDir: string): string {
+  const file = path.join(stateDir, 'approval-link.key');
+  fs.mkdirSync(stateDir, { recursive: true, mode: 0o700 });
+  if (!fs.existsSync(file)) fs.writeFileSync(file, `${randomBytes(32).toString('hex')}\n`, { mode: 0o600 });
+  return file;
 }
 
 function readyText(daemon: Daemon, idp: DevIssuer, o: { user: string; token: string; tokenFile: string; tls: boolean; audit: string }): string {
@@ -108,7 +124,8 @@ function readyText(daemon: Daemon, idp: DevIssuer, o: { user: string; token: str
     `  dbward login ${cli} ${DEVICE_CLIENT_ID} --resource ${DBWARD_RESOURCE}     # device flow; then PGPASSWORD=$(dbward token)`,
     `  DBWARD_CLIENT_SECRET=${AGENT_CLIENT.secret} dbward token --client-credentials ${cli} ${AGENT_CLIENT.id} --resource ${DBWARD_RESOURCE}   # an AI agent (user ${AGENT_CLIENT.id})`,
     '',
-    'Writes to the PII tables wait for a privacy officer. Approve as carol@example.com from another terminal:',
+    'Writes to the PII tables wait for a privacy officer. Each held statement prints its approve and deny links here:',
+    'open one in a browser and sign in as carol@example.com (any password) to decide. Or, from another terminal:',
     `  DBWARD_TOKEN=$(cat ${path.join(path.dirname(o.tokenFile), 'carol.token')}) dbward approvals approve <request id> --url http://127.0.0.1:${daemon.adminPort}`,
     '',
     `Audit trail: ${o.audit}   Metrics: http://127.0.0.1:${daemon.adminPort}/metrics`,

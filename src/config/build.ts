@@ -69,8 +69,9 @@ interface RawApprovals {
   replica?: string;
   public_url?: string;
   link_key?: RawSecret;
+  sign_in?: { client_id: string; client_secret?: RawSecret; scope?: string; resource?: string };
   sweep_ms?: number;
-  slack?: { webhook_url: RawSecret; signing_secret?: RawSecret; users?: Record<string, { user: string; groups: string[] }> };
+  slack?: { webhook_url: RawSecret; signing_secret?: RawSecret };
   webhooks?: { name: string; url: string; secret: RawSecret }[];
   notify_timeout_ms?: number;
 }
@@ -158,6 +159,8 @@ export function crossFieldProblems(data: unknown, locate: Locator): SchemaProble
   const approvals = (data as Record<string, unknown> | null)?.approvals as Record<string, unknown> | undefined;
   if (approvals?.store === 'postgres' && approvals.postgres === undefined) report(['approvals', 'store'], 'is postgres but there is no approvals.postgres section');
   if (approvals?.postgres !== undefined && approvals.store !== 'postgres') report(['approvals', 'postgres'], 'is only used with store: postgres');
+  if (approvals?.sign_in !== undefined && approvals.link_key === undefined) report(['approvals', 'sign_in'], 'needs approvals.link_key: approvers sign in from the signed links, and the key seals the sign-in cookies');
+  if (approvals?.sign_in !== undefined && unverified) report(['approvals', 'sign_in'], 'needs identity.mode oidc: approvers sign in at identity.issuer');
   const auditTls = (audit?.postgres as Record<string, unknown> | undefined)?.tls as Record<string, unknown> | undefined;
   if (auditTls?.ca !== undefined && auditTls.mode !== 'verify-full') report(['audit', 'postgres', 'tls', 'ca'], 'is only used with mode verify-full');
   if (identity && typeof identity.issuer === 'string') {
@@ -251,11 +254,16 @@ function approvalsConfig(raw: RawApprovals, rel: (p: string) => string): Approva
     replica: raw.replica ?? `${hostname()}:${process.pid}`,
     publicUrl: raw.public_url?.replace(/\/+$/, '') ?? null,
     linkKey: hashKeyRef(raw.link_key, rel),
+    signIn: raw.sign_in === undefined ? null : {
+      clientId: raw.sign_in.client_id,
+      clientSecret: secretRef(raw.sign_in.client_secret, rel),
+      scope: raw.sign_in.scope ?? 'openid profile email',
+      resource: raw.sign_in.resource ?? null,
+    },
     sweepMs: raw.sweep_ms ?? 5000,
     slack: raw.slack === undefined ? null : {
       webhookUrl: secretRef(raw.slack.webhook_url, rel),
       signingSecret: raw.slack.signing_secret ? secretRef(raw.slack.signing_secret, rel) : null,
-      users: { ...(raw.slack.users ?? {}) },
     },
     webhooks: (raw.webhooks ?? []).map((w) => ({ name: w.name, url: w.url, secret: secretRef(w.secret, rel) })),
     notifyTimeoutMs: raw.notify_timeout_ms ?? 5000,

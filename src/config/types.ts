@@ -125,10 +125,22 @@ export interface ApprovalsConfig {
   /** Base of approval links; null: http://<admin host>:<admin port>. */
   publicUrl: string | null;
   linkKey: { env: string } | { file: string } | null;
+  /** Browser sign-in of approvers who open a signed link (OIDC authorization code with PKCE); null: the link page shows the CLI command. */
+  signIn: ApprovalSignInConfig | null;
   sweepMs: number;
-  slack: { webhookUrl: SecretRef; signingSecret: SecretRef | null; users: Record<string, { user: string; groups: string[] }> } | null;
+  slack: { webhookUrl: SecretRef; signingSecret: SecretRef | null } | null;
   webhooks: { name: string; url: string; secret: SecretRef }[];
   notifyTimeoutMs: number;
+}
+
+/** The OIDC client approvers sign in with, at identity.issuer; its redirect URI is <public_url>/approvals/sign-in/callback. */
+export interface ApprovalSignInConfig {
+  clientId: string;
+  /** { none: true }: a public client (PKCE only). */
+  clientSecret: SecretRef;
+  scope: string;
+  /** RFC 8707 resource indicator, for issuers that choose the access token's audience by it. */
+  resource: string | null;
 }
 
 export interface AdminConfig {

@@ -1,6 +1,7 @@
 // A development identity provider: the real oidc-provider on loopback, for
 // `npm start` and the tests. JWT access tokens through resource indicators,
-// device flow, client credentials, demo accounts with groups. Nothing is mocked:
+// device flow, client credentials, the authorization-code flow of dbward's
+// approval sign-in, demo accounts with groups. Nothing is mocked:
 // user tokens come from driving the device flow over HTTP as a browser would.
 
 import http from 'node:http';
@@ -16,6 +17,14 @@ export const OTHER_RESOURCE = 'urn:other-api';
 export const DEVICE_CLIENT_ID = 'dbward-cli';
 /** Client-credentials client whose tokens say dbward_kind=agent and model=gpt-x. */
 export const AGENT_CLIENT = { id: 'agent-bot', secret: 'agent-bot-secret-0123456789abcdef' } as const;
+/**
+ * Public client of dbward's approval sign-in (authorization code + PKCE). A native
+ * client, so its loopback redirect URIs match on any port (RFC 8252 7.3): the admin
+ * server may listen wherever it likes.
+ */
+export const APPROVALS_CLIENT_ID = 'dbward-approvals';
+/** What the approval sign-in asks for: identity, groups, and an access token for dbward. */
+export const APPROVALS_SCOPE = 'openid email profile groups dbward:connect';
 /** Plain client-credentials client with no custom claims. */
 export const SERVICE_CLIENT = { id: 'etl-service', secret: 'etl-service-secret-0123456789abcd' } as const;
 
@@ -82,6 +91,11 @@ function providerConfig(jwks: JWKS, opts: Required<DevIssuerOptions>, state: Min
       {
         client_id: DEVICE_CLIENT_ID, token_endpoint_auth_method: 'none', application_type: 'native',
         grant_types: [DEVICE_GRANT, 'refresh_token'], response_types: [], redirect_uris: [],
+      },
+      {
+        client_id: APPROVALS_CLIENT_ID, token_endpoint_auth_method: 'none', application_type: 'native',
+        grant_types: ['authorization_code'], response_types: ['code'],
+        redirect_uris: ['http://127.0.0.1/approvals/sign-in/callback', 'http://localhost/approvals/sign-in/callback'],
       },
       ...[AGENT_CLIENT, SERVICE_CLIENT].map((c) => ({
         client_id: c.id, client_secret: c.secret, grant_types: ['client_credentials'],

@@ -26,6 +26,7 @@ import { AnalysisCache } from './analysis/cache.js';
 import { analyzePg, loadPgParser } from './analysis/pg/analyze.js';
 import { CancelRegistry } from './proxy/postgres/cancel.js';
 import type { PgTarget, SessionAuth } from './proxy/postgres/connection.js';
+import { PrewarmMetrics, PrewarmPool } from './proxy/postgres/prewarm.js';
 import type { PipelineDeps } from './proxy/session.js';
 import { TokenVerifier, type VerifierOptions } from './identity/verifier.js';
 import { PgListener } from './proxy/postgres/listener.js';
@@ -56,7 +57,9 @@ export interface Daemon {
 export async function startDaemon(config: Config, opts: { log?: Logger; verifier?: VerifierOptions } = {}): Promise<Daemon> {
   const log = opts.log ?? pino({ level: config.log.level, base: { service: 'dbward' } });
   const metrics = new Metrics();
-  const targets = new Map<string, PgTarget>(config.targets.map((t) => [t.name, pgTarget(t)]));
+  const prewarmMetrics = config.targets.some((t) => (t.prewarm ?? 0) > 0) ? new PrewarmMetrics(metrics.registry) : null;
+  const targets = new Map<string, PgTarget>(config.targets.map((t) => [t.name, pgTarget(t, log, prewarmMetrics)]));
+  const closePools = (): void => { for (const t of targets.values()) t.prewarm?.close(); };
   // The parser (WASM) loads once, before any client can send a statement; before the
   // trail opens, so a failure here leaves nothing open.
   await loadPgParser();
@@ -147,6 +150,7 @@ export async function startDaemon(config: Config, opts: { log?: Logger; verifier
   } catch (err) {
     policy.close();
     await Promise.all(listeners.map((l) => l.listener.drain(0)));
+    closePools();
     admin?.server.close();
     await approvals.close();
     await audit.close();
@@ -167,6 +171,7 @@ export async function startDaemon(config: Config, opts: { log?: Logger; verifier
       policy.close();
       log.info({ timeoutMs: config.shutdown.drainTimeoutMs }, 'draining sessions');
       await Promise.all(listeners.map((l) => l.listener.drain(config.shutdown.drainTimeoutMs)));
+      closePools();
       if (admin) {
         const server = admin.server;
         await new Promise<void>((r) => { server.close(() => r()); server.closeAllConnections(); });
@@ -237,8 +242,8 @@ async function approvalService(config: Config, audit: AuditTrail, log: Logger, l
   });
 }
 
-function pgTarget(t: TargetConfig): PgTarget {
-  return {
+function pgTarget(t: TargetConfig, log: Logger, prewarmMetrics: PrewarmMetrics | null): PgTarget {
+  const target: PgTarget = {
     info: { name: t.name, engine: t.engine, database: t.database, environment: t.environment, labels: t.labels },
     endpoint: {
       host: t.host, port: t.port, database: t.database, user: t.user,
@@ -250,5 +255,9 @@ function pgTarget(t: TargetConfig): PgTarget {
     roles: t.roles,
     defaultRole: t.defaultRole,
   };
+  if ((t.prewarm ?? 0) > 0 && prewarmMetrics) {
+    target.prewarm = new PrewarmPool(t.name, target.endpoint, t.prewarm!, log.child({ room: 'prewarm', target: t.name }), prewarmMetrics);
+  }
+  return target;
 }
 

@@ -31,6 +31,7 @@ interface RawTarget {
   environment?: string;
   labels?: Record<string, string>;
   connect_timeout_ms?: number;
+  prewarm?: number;
   roles?: { group: string; role: string }[];
   default_role?: string;
 }
@@ -206,6 +207,7 @@ export function buildConfig(raw: RawConfig, source: string): Config {
       environment: t.environment ?? 'default',
       labels: { ...(t.labels ?? {}) },
       connectTimeoutMs: t.connect_timeout_ms ?? 5000,
+      ...(t.prewarm !== undefined && { prewarm: t.prewarm }),
       roles: (t.roles ?? []).map((r) => ({ group: r.group, role: r.role })),
       defaultRole: t.default_role ?? null,
     };

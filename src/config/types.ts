@@ -49,6 +49,8 @@ export interface TargetConfig {
   environment: string;
   labels: Record<string, string>;
   connectTimeoutMs: number;
+  /** Upstream connections kept logged in ahead of time, per set of startup parameters; 0 or absent: none. */
+  prewarm?: number;
   /** Group -> upstream role, first match wins. */
   roles: RoleMapping[];
   /** Role for identities in no mapped group; null refuses them when roles is non-empty. */

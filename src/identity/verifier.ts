@@ -2,7 +2,7 @@
 // verifies. Everything cheap and local (size, shape, algorithm, issuer) is
 // checked before any network I/O, so junk tokens never cost a fetch.
 
-import { createRemoteJWKSet, decodeProtectedHeader, decodeJwt, jwtVerify, type JSONWebKeySet, type JWTVerifyGetKey } from 'jose';
+import { createRemoteJWKSet, customFetch, decodeProtectedHeader, decodeJwt, jwtVerify, type JWTVerifyGetKey } from 'jose';
 import * as oidc from 'openid-client';
 import { identityFromClaims, userMatches } from './claims.js';
 import { IdentityError } from './errors.js';
@@ -71,9 +71,15 @@ export class TokenVerifier {
   private readonly opts: VerifierOptions;
   private readonly algorithms: string[];
   private keys: Promise<JWTVerifyGetKey> | undefined;
-  /** The key set as last fetched; a verified token is reused only while it is still the one in force. */
-  private keySet: () => JSONWebKeySet | undefined = () => undefined;
-  private readonly verified = new Map<string, { identity: Identity; keys: JSONWebKeySet | undefined }>();
+  /**
+   * Which key set is in force: bumped by every JWKS fetch. A verified token is reused
+   * only while the set it was checked against is still the one in force (and fresh),
+   * so a rotation or a refetch makes every remembered token verify again.
+   */
+  private keyGeneration = 0;
+  /** Whether the fetched key set is within its cache age (jose refetches it otherwise). */
+  private keysFresh: () => boolean = () => false;
+  private readonly verified = new Map<string, { identity: Identity; generation: number }>();
 
   constructor(config: IdentityConfigInput, opts: VerifierOptions = {}) {
     this.config = resolveIdentityConfig(config);
@@ -94,13 +100,15 @@ export class TokenVerifier {
     const hit = this.verified.get(token);
     if (hit) {
       // Same token, same key set, not expired: the signature and claims checks would give the same answer.
-      if (hit.keys !== undefined && hit.keys === this.keySet() && this.now() / 1000 < hit.identity.expiresAt + this.config.clockToleranceSec) {
+      if (hit.generation === this.keyGeneration && this.keysFresh() && this.now() / 1000 < hit.identity.expiresAt + this.config.clockToleranceSec) {
         return this.matchUser(hit.identity, expectedUser);
       }
       this.verified.delete(token);
     }
     this.precheck(token);
     const getKey = await this.keyResolver();
+    // Taken before the check: a refetch while it runs makes the result not reusable.
+    const generation = this.keyGeneration;
     let claims: Record<string, unknown>;
     try {
       const result = await jwtVerify(token, getKey, {
@@ -127,7 +135,7 @@ export class TokenVerifier {
     } catch (err) {
       throw new IdentityError('TOKEN_MALFORMED', (err as Error).message, { cause: err });
     }
-    this.verified.set(token, { identity, keys: this.keySet() });
+    this.verified.set(token, { identity, generation });
     if (this.verified.size > MAX_VERIFIED) this.verified.delete(this.verified.keys().next().value!);
     return this.matchUser(identity, expectedUser);
   }
@@ -205,8 +213,21 @@ export class TokenVerifier {
       timeoutDuration: timeoutMs,
       ...(this.opts.jwksCooldownMs !== undefined && { cooldownDuration: this.opts.jwksCooldownMs }),
       ...(this.opts.jwksCacheMaxAgeMs !== undefined && { cacheMaxAge: this.opts.jwksCacheMaxAgeMs }),
+      // Every fetch may bring a different key set (jose's jwks() hands out a fresh copy
+      // each call, so it cannot be compared by identity): count fetches instead.
+      [customFetch]: (url: string, init: RequestInit) => {
+        this.keyGeneration++;
+        return fetch(url, init);
+      },
     });
-    this.keySet = () => remote.jwks();
+    this.keysFresh = () => remote.fresh;
+    // The keys are part of discovery: fetched now, so the first verified token is
+    // remembered against the set it was checked with.
+    try {
+      await remote.reload();
+    } catch (err) {
+      throw unavailable(`JWKS fetch from ${jwksUri}`, err);
+    }
     // Key lookups that fail for network reasons must read as ISSUER_UNAVAILABLE, not as a
     // bad token: the caller may retry those, but never a forged one.
     return async (header, input) => {

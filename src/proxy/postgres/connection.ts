@@ -21,6 +21,7 @@ import { FrontendReader, type Frame } from './frames.js';
 import { decodePassword } from './frontend.js';
 import { PgRelay } from './relay.js';
 import { StartupReader, type StartupPacket } from './startup.js';
+import type { PrewarmPool } from './prewarm.js';
 import { clientErrorFor, connectUpstream, sendCancel, UpstreamError, type UpstreamConnection, type UpstreamEndpoint } from './upstream.js';
 
 /** A target as the PostgreSQL listener routes to it. */
@@ -29,6 +30,8 @@ export interface PgTarget {
   endpoint: UpstreamEndpoint;
   roles: RoleMapping[];
   defaultRole: string | null;
+  /** Upstream connections logged in ahead of time (`targets[].prewarm`); absent: every session logs in itself. */
+  prewarm?: PrewarmPool | null;
 }
 
 /** How a listener authenticates sessions: OIDC tokens, or (loopback testing only) not at all. */
@@ -157,9 +160,11 @@ export class PgConnection {
     this.phase = 'connecting';
     // Nothing the client sends can be used before the session is live: leave it in the socket.
     this.socket.pause();
+    const startup = upstreamParams(params, user, role);
     let upstream: UpstreamConnection;
     try {
-      upstream = await connectUpstream(target.endpoint, upstreamParams(params, user, role));
+      // A prewarmed backend started with exactly these parameters, if one is ready (the token verified above).
+      upstream = (await target.prewarm?.take(startup)) ?? await connectUpstream(target.endpoint, startup);
     } catch (err) {
       this.deps.log.warn({ err, target: targetName, role }, 'upstream login failed');
       return this.refuse(upstreamLoginError(targetName, role, err), user, targetName);
@@ -183,6 +188,8 @@ export class PgConnection {
       this.deps.log.error({ err }, 'audit write failed; session refused');
       return this.refuse(new PgError('58030', 'session refused: the audit trail cannot be written', 'FATAL'), user, targetName);
     }
+    // A session of these parameters started: have a backend ready for the next one.
+    target.prewarm?.demand(startup);
     const masking = pipeline.masking;
     const unkeyed = masking?.hashKey === null ? masking.rules.find((r) => r.spec.strategy === 'hash') : undefined;
     if (unkeyed) {
@@ -226,6 +233,7 @@ export class PgConnection {
       { metrics: this.deps.metrics, log: this.deps.log, maxMessageBytes: this.deps.limits.maxMessageBytes },
       () => this.deps.cancels.revoke(key.pid));
     relay.start(this.frames ? this.frames.drain() : this.reader.drain());
+    upstream.socket.resume(); // a prewarmed connection is held paused until the relay reads it
     if (this.socket.destroyed) relay.terminate(pgErrors.upstreamLost());
     else if (identity.verified && this.deps.auth.mode === 'oidc') expireAt(identity, this.deps.auth.graceMs, pipeline, relay);
     return relay;

@@ -17,7 +17,7 @@
 
 import fs from 'node:fs';
 import path from 'node:path';
-import { Chain, type ChainHead } from './chain.js';
+import { Chain, CHAIN_FIELD_BYTES, type ChainHead } from './chain.js';
 import { FlushTimer } from './flush-timer.js';
 import type { AuditSink, SinkObserver } from './events.js';
 import { fileHead, lastLinesOffset, trailFiles } from './read.js';
@@ -63,7 +63,8 @@ export class FileAuditSink implements AuditSink {
   /** Bytes in the active file, and when it was begun. */
   private size = 0;
   private openedAt = 0;
-  private written: ChainHead;
+  /** While a group is being written (fsync batch): the head on disk, behind the chain's. */
+  private writingFrom: ChainHead | null = null;
   /** A cut (after a failed write) that could not be made yet. */
   private cutTo: number | null = null;
 
@@ -81,7 +82,6 @@ export class FileAuditSink implements AuditSink {
     dropTornTail(file);
     const head = options.key ? fileHead(file) ?? newestRotatedHead(file) : null;
     this.chain = options.key ? new Chain(options.key, head) : null;
-    this.written = this.chain?.head ?? { seq: 0, mac: '' };
     this.fd = this.openActive();
   }
 
@@ -91,7 +91,9 @@ export class FileAuditSink implements AuditSink {
 
   /** The chain head of the last line on disk (what a head export may publish). */
   get head(): ChainHead {
-    return this.written;
+    // Lines are sealed as they are written, and a failed write rewinds the chain: but for a group
+    // on its way to disk, the chain's head is the head on disk.
+    return this.writingFrom ?? this.chain?.head ?? { seq: 0, mac: '' };
   }
 
   commit(line: string): void | Promise<void> {
@@ -146,7 +148,8 @@ export class FileAuditSink implements AuditSink {
   private writeQueuedSync(committed: string | null): void {
     const queued = this.lines;
     const started = performance.now();
-    const mark = this.chain?.head;
+    const markSeq = this.chain?.lastSeq ?? 0;
+    const markMac = this.chain?.lastMac ?? '';
     const sealed: string[] | null = this.onWritten ? [] : null;
     let len = 0;
     let before = -1;
@@ -159,7 +162,7 @@ export class FileAuditSink implements AuditSink {
     } catch (err) {
       // Part of the lines may be on disk: cut them off, so the chain can take their seqs again.
       if (before >= 0) this.undoTo(before);
-      if (mark) this.chain!.rewind(mark);
+      this.chain?.rewindTo(markSeq, markMac);
       this.ok = false;
       this.observer.failed?.(err as Error);
       throw err;
@@ -174,10 +177,9 @@ export class FileAuditSink implements AuditSink {
   }
 
 
-  /** After a successful write: the head on disk moves, secondaries get the lines. */
+  /** After a successful write: secondaries get the lines. */
   private wrote(sealed: readonly string[] | null): void {
     this.ok = true;
-    if (this.chain) this.written = this.chain.head;
     if (sealed && sealed.length > 0) this.onWritten!(sealed);
   }
 
@@ -243,7 +245,7 @@ export class FileAuditSink implements AuditSink {
     }
     const start = off;
     off += this.scratch.write(line, off);
-    if (this.chain) off = off - 1 + this.scratch.write(this.chain.sealBytes(this.scratch, start, off), off - 1, 'latin1');
+    if (this.chain) off = this.chain.sealInto(this.scratch, start, off);
     sealed?.push(this.scratch.toString('utf8', start, off));
     this.scratch[off] = 0x0a;
     return off + 1;
@@ -274,6 +276,7 @@ export class FileAuditSink implements AuditSink {
     const waiters = this.waiters;
     this.waiters = [];
     this.writing = true;
+    this.writingFrom = mark ?? null;
     const started = process.hrtime.bigint();
     this.lines = [];
     let before = -1;
@@ -281,6 +284,7 @@ export class FileAuditSink implements AuditSink {
       if (before >= 0) this.undoTo(before);
       if (mark) this.chain!.rewind(mark);
       this.writing = false;
+      this.writingFrom = null;
       this.requeueAppended(group, waiters);
       this.batchDone(waiters, count, started, err);
     };
@@ -296,6 +300,7 @@ export class FileAuditSink implements AuditSink {
         if (syncErr) return failed(syncErr);
         this.size += buf.length;
         this.writing = false;
+        this.writingFrom = null;
         this.wrote(this.onWritten ? sealed : null);
         this.batchDone(waiters, count, started, null);
       });
@@ -331,8 +336,6 @@ export class FileAuditSink implements AuditSink {
 const APPEND_DELAY_MS = 5;
 const RETRY_MS = 100;
 const SCRATCH_BYTES = 64 * 1024;
-/** The longest `,"chain":{...}}` a line gains (a 15-digit seq, two 64-hex macs). */
-const CHAIN_FIELD_BYTES = 200;
 /** A scratch buffer grown past this (one huge statement) is not kept. */
 const MAX_KEPT_SCRATCH = 1024 * 1024;
 

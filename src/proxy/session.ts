@@ -84,7 +84,8 @@ const MAX_RULINGS = 512;
 /** A statement that was admitted (recorded) and may be forwarded; completed once its outcome is known. */
 export interface Admission {
   eventId: string;
-  startedNs: bigint;
+  /** performance.now() when it was admitted. */
+  startedMs: number;
 }
 
 export type Outcome = StatementOutcomeEvent['outcome'];
@@ -111,6 +112,7 @@ export class SessionPipeline {
   private started = false;
   private endReason: string | undefined;
   private readonly rulings = new Map<string, Ruling>();
+  private readonly rulingsByAnalysis = new Map<Analysis, Ruling>();
   private rulingsEngine: PolicyEngine | null = null;
   private rulingsVersion = -1;
   private rulingsCatalog = -1;
@@ -169,6 +171,7 @@ export class SessionPipeline {
     if (engine !== this.rulingsEngine || this.sql.version !== this.rulingsVersion || catalogVersion !== this.rulingsCatalog) {
       // A reloaded policy, a session change (search_path, PREPARE) or a new catalog reading invalidates what was decided.
       this.rulings.clear();
+      this.rulingsByAnalysis.clear();
       this.rulingsEngine = engine;
       this.rulingsVersion = this.sql.version;
       this.rulingsCatalog = catalogVersion;
@@ -180,10 +183,17 @@ export class SessionPipeline {
     }
     const cached = this.rulings.get(stmt.text);
     if (cached) return cached;
-    const ruling = this.rule(engine, this.deps.analysis.get(stmt.text, this.sql));
-    if (!ruling.analysis.ok || !ruling.analysis.statements.some(dependsOnSession)) {
+    const analysis = this.deps.analysis.get(stmt.text, this.sql);
+    // Texts that differ only in integer literals share one analysis (the analysis cache's
+    // shapes), and a ruling depends on the analysis, not the text: decided once.
+    const shared = this.rulingsByAnalysis.get(analysis);
+    if (shared) return shared;
+    const ruling = this.rule(engine, analysis);
+    if (!analysis.ok || !analysis.statements.some(dependsOnSession)) {
       if (this.rulings.size >= MAX_RULINGS) this.rulings.delete(this.rulings.keys().next().value!);
       this.rulings.set(stmt.text, ruling);
+      if (this.rulingsByAnalysis.size >= MAX_RULINGS) this.rulingsByAnalysis.delete(this.rulingsByAnalysis.keys().next().value!);
+      this.rulingsByAnalysis.set(analysis, ruling);
     }
     return ruling;
   }
@@ -255,8 +265,8 @@ export class SessionPipeline {
     } catch (error) {
       return this.auditFailed(error as Error);
     }
-    if (!pending) return { eventId: id, startedNs: process.hrtime.bigint() };
-    return pending.then(() => ({ eventId: id, startedNs: process.hrtime.bigint() }), (error: Error) => this.auditFailed(error));
+    if (!pending) return { eventId: id, startedMs: performance.now() };
+    return pending.then(() => ({ eventId: id, startedMs: performance.now() }), (error: Error) => this.auditFailed(error));
   }
 
   /**
@@ -309,7 +319,7 @@ export class SessionPipeline {
     this.deps.metrics.pgAllowed.inc();
     this.sql.apply(ruling.analysis);
     await this.deps.audit.commit(line);
-    return { eventId, startedNs: process.hrtime.bigint() };
+    return { eventId, startedMs: performance.now() };
   }
 
   /** True when require_approval holds statements for a decision (rather than refusing them). */
@@ -326,7 +336,7 @@ export class SessionPipeline {
 
   /** Appends the outcome of an admitted statement. */
   complete(admission: Admission, outcome: Omit<Outcome, 'duration_ms'>): void {
-    const durationMs = Number(process.hrtime.bigint() - admission.startedNs) / 1e6;
+    const durationMs = performance.now() - admission.startedMs;
     this.txnStatements++;
     this.lastFailed = outcome.status !== 'ok';
     if (this.lastFailed) this.txnFailed = true;

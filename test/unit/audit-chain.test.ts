@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { pino } from 'pino';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { Chain, GENESIS, macValid, unseal, type ChainHead } from '../../src/audit/chain.js';
+import { Chain, CHAIN_FIELD_BYTES, GENESIS, macValid, unseal, type ChainHead } from '../../src/audit/chain.js';
 import { FileAuditSink, rotatedName, type FileSinkOptions } from '../../src/audit/file-sink.js';
 import { HeadExporter, loadChainKey, readHeadFile } from '../../src/audit/head.js';
 import { fileHead } from '../../src/audit/read.js';
@@ -64,6 +64,26 @@ describe('Chain', () => {
     expect(macValid(KEY, { ...sealed, seq: 2 })).toBe(false);
     expect(macValid(KEY, { ...sealed, prev: sealed.mac })).toBe(false);
     expect(macValid(Buffer.from('x'.repeat(40)), sealed)).toBe(false);
+  });
+
+  it('seals encoded bytes in place as it seals the string, under keys shorter and longer than a block', () => {
+    const keys = [Buffer.from('k'.repeat(32)), Buffer.from('k'.repeat(64)), Buffer.from('x'.repeat(65)), Buffer.from('é'.repeat(150))];
+    // Long lines grow the writer's buffer; the one after a huge line runs in the buffer shrunk again.
+    const lines = ['{"a":1}', '{"t":"日本 🐘 \\"é"}', `{"big":"${'y'.repeat(5000)}"}`, `{"huge":"${'z'.repeat(1_100_000)}"}`, '{"after":"huge"}'];
+    for (const key of keys) {
+      const byString = new Chain(key);
+      const byBytes = new Chain(key);
+      for (const line of lines) {
+        const encoded = Buffer.from(`[${line}`);
+        const buf = Buffer.alloc(encoded.length + CHAIN_FIELD_BYTES, 0x5d);
+        encoded.copy(buf);
+        const end = byBytes.sealInto(buf, 1, encoded.length);
+        const sealed = buf.toString('utf8', 1, end);
+        expect(buf[end], 'nothing written past the end').toBe(0x5d);
+        expect(sealed).toBe(byString.seal(line));
+        expect(macValid(key, unseal(sealed)!)).toBe(true);
+      }
+    }
   });
 
   it('continues from a head and rewinds to one', () => {

@@ -13,7 +13,7 @@ import {
   type StatementOutcomeEvent,
   type TargetRecord,
 } from '../../src/audit/events.js';
-import { eventLine, numberJson, SessionFragments, timeNow } from '../../src/audit/serialize.js';
+import { eventId, eventLine, numberJson, SessionFragments, timeNow } from '../../src/audit/serialize.js';
 import type { Decision } from '../../src/policy/decide.js';
 
 const schema = JSON.parse(fs.readFileSync(path.resolve(import.meta.dirname, '../../schemas/audit-event.schema.json'), 'utf8'));
@@ -274,5 +274,16 @@ describe('outcome tags cache', () => {
     }
     expect(tagsOf(outcome(['BEGIN', 'SELECT 1', 'COMMIT']))).toStrictEqual(['BEGIN', 'SELECT 1', 'COMMIT']);
     expect(tagsOf(outcome([]))).toStrictEqual([]);
+  });
+});
+
+describe('eventId', () => {
+  it('gives distinct version 4 UUIDs, across batches, with every variant digit', () => {
+    const ids = Array.from({ length: 2000 }, () => eventId());
+    for (const id of ids) expect(id).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+    expect(new Set(ids).size).toBe(ids.length);
+    expect(new Set(ids.map((id) => id[19])).size).toBe(4);
+    // Every hex digit turns up in every random position: the bytes are formatted, not left stale.
+    for (const pos of [0, 9, 15, 20, 35]) expect(new Set(ids.map((id) => id[pos])).size, `position ${pos}`).toBe(16);
   });
 });

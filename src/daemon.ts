@@ -80,7 +80,7 @@ export async function startDaemon(config: Config, opts: { log?: Logger; verifier
   let linkKey: Buffer | null;
   try {
     linkKey = config.approvals.linkKey ? readKey(config.approvals.linkKey, 'approvals.link_key', 'the approval link key') : null;
-    approvals = await approvalService(config, audit, log.child({ room: 'approvals' }), linkKey, () => adminBase);
+    approvals = await approvalService(config, audit, log.child({ room: 'approvals' }), metrics, linkKey, () => adminBase);
   } catch (err) {
     await audit.close();
     throw err;
@@ -218,7 +218,7 @@ function routes(...all: AdminRoute[]): AdminRoute {
 }
 
 /** The approvals service from config: its store and notifiers. Secrets are read now, so a missing one fails at start. */
-async function approvalService(config: Config, audit: AuditTrail, log: Logger, linkKey: Buffer | null, baseUrl: () => string | null): Promise<ApprovalService> {
+async function approvalService(config: Config, audit: AuditTrail, log: Logger, metrics: Metrics, linkKey: Buffer | null, baseUrl: () => string | null): Promise<ApprovalService> {
   const a = config.approvals;
   const notifiers: Notifier[] = [];
   if (a.slack) {
@@ -237,7 +237,7 @@ async function approvalService(config: Config, audit: AuditTrail, log: Logger, l
     })
     : new MemoryApprovalStore();
   return new ApprovalService({
-    store, audit: audit.sink, notifiers, replica: a.replica, log, sweepMs: a.sweepMs,
+    store, audit: audit.sink, notifiers, replica: a.replica, log, sweepMs: a.sweepMs, onStep: (step) => metrics.approvalSteps.inc({ step }),
     links: linkKey ? { key: linkKey, baseUrl } : null,
   });
 }

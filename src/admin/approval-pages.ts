@@ -3,6 +3,7 @@
 // nothing, run no script, cannot be framed, and post only to this server.
 
 import type http from 'node:http';
+import { shownStatement } from '../approvals/rules.js';
 import type { ApprovalRequest } from '../approvals/types.js';
 import type { Identity } from '../identity/types.js';
 
@@ -67,7 +68,7 @@ function details(r: ApprovalRequest): string {
 <dt>Rule</dt><dd>${esc(r.rules.join(', ') || '(none)')}</dd>
 <dt>Approvers</dt><dd>${r.required} from ${esc(r.approvers.join(', '))}; decided so far: ${decided}</dd>
 <dt>Status</dt><dd>${esc(r.status)}; open until ${esc(r.expiresAt)}</dd>
-<dt>Statement</dt><dd><pre>${esc(r.text)}</pre></dd>
+<dt>Statement</dt><dd><pre>${esc(shownStatement(r))}</pre></dd>
 </dl>`;
 }
 

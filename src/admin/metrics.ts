@@ -49,6 +49,7 @@ export class Metrics {
   readonly policyRules = new client.Gauge({ name: 'dbward_policy_rules', help: 'Rules in the policy in force', registers: [this.registry] });
   readonly policyReloads = new client.Counter({ name: 'dbward_policy_reloads_total', help: 'Policy reloads; result=invalid left the previous policy in force', labelNames: ['result'], registers: [this.registry] });
   readonly authFailures = new client.Counter({ name: 'dbward_auth_failures_total', help: 'Failed session authentications by reason', labelNames: ['reason'], registers: [this.registry] });
+  readonly approvalSteps = new client.Counter({ name: 'dbward_approval_events_total', help: 'Approval steps recorded (requested, decided, used, expired, withdrawn, notified, ...)', labelNames: ['step'], registers: [this.registry] });
   readonly refusals = new client.Counter({ name: 'dbward_statements_refused_total', help: 'Statements refused and why', labelNames: ['reason'], registers: [this.registry] });
 
   // Pre-bound children: a label lookup per update is measurable on the hot path.

@@ -71,3 +71,10 @@ export function withdraw(r: ApprovalRequest, why: string, now: Date): ApprovalRe
 function sameIdentity(r: ApprovalRequest, approver: Identity): boolean {
   return (r.requester.subject !== null && r.requester.subject === approver.subject) || r.requester.user === approver.user;
 }
+
+/** The statement for approvers to read: its text, then the values it was bound with, if any. */
+export function shownStatement(r: ApprovalRequest): string {
+  if (!r.params || r.params.length === 0) return r.text;
+  const values = r.params.map((v, i) => `$${i + 1} = ${v === null ? 'NULL' : `'${v.replace(/'/g, "''")}'`}`);
+  return `${r.text}\n-- bound: ${values.join(', ')}`;
+}

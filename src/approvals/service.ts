@@ -24,6 +24,8 @@ export interface HeldStatement {
   target: TargetInfo;
   /** The text as the audit trail records it. */
   text: string;
+  /** Extended protocol: the bound values, for approvers to read (see ApprovalRequest.params). */
+  params?: (string | null)[];
   fingerprint: string | null;
   rules: string[];
   terms: ApprovalTerms;
@@ -39,6 +41,8 @@ export interface ApprovalServiceOptions {
   log: Logger;
   /** How often due requests are expired; 0: never (tests drive expiry). */
   sweepMs: number;
+  /** Told of every step recorded (requested, decided, used, ...): the metrics. */
+  onStep?: (step: ApprovalEvent['step']) => void;
 }
 
 /** Approval requests for one dbward (and, through a shared store, its replicas). */
@@ -56,10 +60,16 @@ export class ApprovalService {
     return this.opts.store;
   }
 
-  /** Which later statements a grant lets through: the same identity, target and statement text. */
-  static key(identity: SessionIdentity, target: TargetInfo, text: string): string {
+  /**
+   * Which later statements a grant lets through: the same identity, target, statement
+   * text as sent (not as recorded: the trail may redact literals) and, in the extended
+   * protocol, the same bound parameters (`params`: format codes and values as sent).
+   */
+  static key(identity: SessionIdentity, target: TargetInfo, text: string, params: Buffer | null = null): string {
     const who = identity.verified ? `${identity.issuer}\0${identity.subject}` : `unverified\0${identity.user}`;
-    return createHash('sha256').update(`${who}\0${target.name}\0${text}`).digest('hex');
+    const h = createHash('sha256').update(`${who}\0${target.name}\0${text}`);
+    if (params) h.update('\0params\0').update(params);
+    return h.digest('hex');
   }
 
   /** Records a new request (committed) and notifies approvers in the background. */
@@ -75,7 +85,7 @@ export class ApprovalService {
       },
       session: held.session, replica: this.opts.replica,
       target: { name: held.target.name, environment: held.target.environment, database: held.target.database },
-      text: held.text, fingerprint: held.fingerprint, rules: held.rules,
+      text: held.text, ...(held.params && { params: held.params }), fingerprint: held.fingerprint, rules: held.rules,
       approvers: held.terms.approvers, required: held.terms.required, mode: held.terms.mode, grant: held.terms.grant,
       ttlSec: held.terms.ttlSec, decisions: [], grantExpiresAt: null, uses: 0, reason: null, updatedAt: now.toISOString(),
     };
@@ -232,6 +242,7 @@ export class ApprovalService {
 
   private line(r: ApprovalRequest, step: ApprovalEvent['step'], extra: Partial<ApprovalEvent> & { text?: boolean }): string {
     const { text, ...rest } = extra;
+    this.opts.onStep?.(step);
     const event: ApprovalEvent = {
       ...eventBase(r.session), type: 'approval', step,
       request: {

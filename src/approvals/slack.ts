@@ -3,6 +3,7 @@
 // the notifier sends the message, the admin route feeds in the raw bytes.
 
 import { createHmac, timingSafeEqual } from 'node:crypto';
+import { shownStatement } from './rules.js';
 import type { ApprovalRequest } from './types.js';
 
 /** The statement shown in the message, in escaped characters; Slack caps a section at 3000. */
@@ -20,7 +21,7 @@ export function slackMessage(req: ApprovalRequest, links: { approve: string; den
   const expires = Number.isFinite(expSec) ? `<!date^${expSec}^{date_short_pretty} {time}|${mrkdwn(req.expiresAt, 64)}>` : mrkdwn(req.expiresAt, 64);
   const grant = req.grant === 'once' ? `one statement, within ${req.ttlSec}s` : `any statement like it for ${req.ttlSec}s`;
   const field = (title: string, value: string) => ({ type: 'mrkdwn', verbatim: true, text: `*${title}*\n${value}` });
-  const stmt = escapeClip(req.text, STATEMENT_LIMIT);
+  const stmt = escapeClip(shownStatement(req), STATEMENT_LIMIT);
   const cut = stmt.more === 0 ? '' : `\n_Statement cut: ${stmt.more} more characters not shown._`;
   const button = (label: string, style: 'primary' | 'danger', action: keyof typeof ACTION_IDS, url: string | undefined) =>
     ({ type: 'button', text: { type: 'plain_text', text: label }, style, action_id: action, value: req.id, ...(url === undefined ? {} : { url }) });

@@ -52,6 +52,12 @@ export interface ApprovalRequest {
   target: { name: string; environment: string; database: string };
   /** The statement as the audit trail records it (secrets scrubbed; literals redacted when configured). */
   text: string;
+  /**
+   * Extended protocol: the values the statement was bound with ($1, $2, ...), as people
+   * read them (text; binary as \x hex; cut at 200 characters); absent for simple
+   * queries, and when the trail redacts the statement's text.
+   */
+  params?: (string | null)[];
   fingerprint: string | null;
   /** The policy rules that held the statement. */
   rules: string[];

@@ -4,6 +4,7 @@
 // (refused, unreachable), 2 usage error.
 
 import { parseArgs } from 'node:util';
+import { shownStatement } from '../approvals/rules.js';
 import type { ApprovalRequest } from '../approvals/types.js';
 
 const USAGE = `Usage: dbward approvals list [--status pending,approved,...] [--json]
@@ -89,7 +90,7 @@ function table(rows: ApprovalRequest[]): string {
   if (rows.length === 0) return 'no requests\n';
   const lines = rows.map((r) => [
     r.id, r.status, r.requester.user, r.target.name, r.rules.join(','), `${r.decisions.filter((d) => d.decision === 'approve').length}/${r.required}`,
-    r.expiresAt.slice(0, 19), r.text.replace(/\s+/g, ' ').slice(0, 60),
+    r.expiresAt.slice(0, 19), shownStatement(r).replace(/\s+/g, ' ').slice(0, 60),
   ]);
   const head = ['ID', 'STATUS', 'REQUESTER', 'TARGET', 'RULES', 'OK', 'OPEN UNTIL', 'STATEMENT'];
   const widths = head.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i]!.length)));

@@ -38,7 +38,15 @@ export interface StatementRequest {
   /** Prepared statement name (extended protocol). */
   name?: string;
   portal?: string;
+  /** Extended protocol, for statements that need approval: the values bound, as sent (key) and for people (request). */
+  params?: BoundParams;
   functionOid?: number;
+}
+
+/** The parameters a statement was bound with: the engine's bytes, and a reading of them for approvers. */
+export interface BoundParams {
+  bytes: Buffer;
+  show(): (string | null)[];
 }
 
 export type ClientInfo = ClientRecord;
@@ -279,15 +287,18 @@ export class SessionPipeline {
     const terms = ruling.decision.approval!;
     if (!this.identity.verified) {
       this.safeAppend(line);
-      return { reason: 'approval', decision: ruling, request: null, message: 'approvals need identity.mode oidc: nobody can vouch for an unverified requester' };
+      return this.notRun(ruling, null, 'approvals need identity.mode oidc: nobody can vouch for an unverified requester');
     }
     const recorded = this.fragments.recordedText(stmt.text, ruling.analysis);
-    const key = ApprovalService.key(this.identity, this.target, recorded.text);
+    // The grant is for exactly this statement: its text as sent, and the values it was bound with.
+    const key = ApprovalService.key(this.identity, this.target, stmt.text, stmt.params?.bytes ?? null);
+    // Approvers read the values, unless the trail hides this statement's text.
+    const params = stmt.params && !recorded.redacted ? stmt.params.show() : undefined;
     let request: ApprovalRequest;
     try {
       if (await approvals.useGrant(key, eventId)) return await this.admitHeld(ruling, line, eventId);
       request = await approvals.request({
-        identity: this.identity, session: this.id, target: this.target, text: recorded.text,
+        identity: this.identity, session: this.id, target: this.target, text: recorded.text, ...(params && { params }),
         fingerprint: recorded.fingerprint, rules: ruling.decision.ruleIds, terms,
       }, key);
     } catch (error) {
@@ -296,7 +307,7 @@ export class SessionPipeline {
     }
     if (request.mode === 'retry') {
       this.safeAppend(line);
-      return { reason: 'approval', decision: ruling, request };
+      return this.notRun(ruling, request);
     }
     this.onHeld?.(request);
     const ac = new AbortController();
@@ -312,7 +323,14 @@ export class SessionPipeline {
       this.waiting = null;
     }
     this.safeAppend(line);
-    return { reason: 'approval', decision: ruling, request: final };
+    return this.notRun(ruling, final);
+  }
+
+  // A held statement that does not run (yet): counted as refused, like any other.
+  private notRun(ruling: Ruling, request: ApprovalRequest | null, message?: string): Refusal {
+    this.deps.metrics.pgDenied.inc();
+    this.deps.metrics.refusals.inc({ reason: 'approval' });
+    return { reason: 'approval', decision: ruling, request, ...(message !== undefined && { message }) };
   }
 
   private async admitHeld(ruling: Ruling, line: string, eventId: string): Promise<Admission> {
@@ -320,6 +338,11 @@ export class SessionPipeline {
     this.sql.apply(ruling.analysis);
     await this.deps.audit.commit(line);
     return { eventId, startedMs: performance.now() };
+  }
+
+  /** The signed approve link of a request, for the waiting client to hand on; null when dbward signs no links. */
+  approvalLink(r: ApprovalRequest): string | null {
+    return this.deps.approvals?.links(r)?.approve ?? null;
   }
 
   /** True when require_approval holds statements for a decision (rather than refusing them). */

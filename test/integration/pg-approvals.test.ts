@@ -145,6 +145,8 @@ describe('wait mode', () => {
     const id = await noticedId(run.out);
     expect(run.out()).toMatch(/dbward approvals approve apr_\w+/);
     expect(run.out()).toMatch(/Ctrl-C/);
+    // The signed link too, for the requester to hand to an approver (who must still sign in).
+    expect(run.out()).toContain(`or opens http://127.0.0.1:${a.daemon.adminPort}/approvals/${id}/approve?`);
     // Held, not run: the row is still there while the request waits.
     await new Promise((r) => setTimeout(r, 300));
     expect(await count('orders')).toBe(10);
@@ -245,6 +247,34 @@ describe('retry mode', () => {
       // Single use: the next run needs a new approval.
       await expect(client.query(stmt)).rejects.toMatchObject({ code: '42501' });
       expect((await api(a, 'carol', 'GET', `/approvals/${id}`)).body.request).toMatchObject({ status: 'used', uses: 1 });
+    } finally {
+      await client.end();
+    }
+  });
+});
+
+describe('extended protocol', () => {
+  it('approvers see the bound values, and a grant lets through only the values approved', async () => {
+    const stmt = `DELETE FROM ${S}.items WHERE id = $1`;
+    const client = new pg.Client({ host: '127.0.0.1', port: a.port, database: 'test', user: 'bob@example.com', password: tokens.bob });
+    await client.connect();
+    try {
+      const first = await client.query(stmt, [5]).catch((e: pg.DatabaseError) => e);
+      expect(first).toMatchObject({ code: '42501' });
+      const id = /(apr_\w+)/.exec((first as Error).message)![1]!;
+      expect((await api(a, 'carol', 'GET', `/approvals/${id}`)).body.request).toMatchObject({ text: stmt, params: ['5'] });
+      expect((await api(a, 'carol', 'POST', `/approvals/${id}/approve`, { reason: 'ok' })).status).toBe(200);
+      // The same text with another value is another statement: no grant for it.
+      await expect(client.query(stmt, [6])).rejects.toMatchObject({ code: '42501' });
+      expect(await count('items')).toBeGreaterThanOrEqual(9);
+      const before = await count('items');
+      expect(await client.query(stmt, [5])).toMatchObject({ rowCount: 1 });
+      expect(await count('items')).toBe(before - 1);
+      // Held statements that did not run are counted as refusals; every step as an approval event.
+      const metrics = await (await fetch(`http://127.0.0.1:${a.daemon.adminPort}/metrics`)).text();
+      expect(metrics).toMatch(/dbward_statements_refused_total\{reason="approval"\} [1-9]/);
+      expect(metrics).toMatch(/dbward_approval_events_total\{step="requested"\} [1-9]/);
+      expect(metrics).toMatch(/dbward_approval_events_total\{step="used"\} [1-9]/);
     } finally {
       await client.end();
     }

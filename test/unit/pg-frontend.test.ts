@@ -5,7 +5,7 @@
 import { serialize } from 'pg-protocol';
 import { describe, expect, it } from 'vitest';
 import {
-  F, decodeBind, decodeDescribeOrClose, decodeExecute, decodeFunctionCall, decodeParse, decodePassword, decodeQuery,
+  F, decodeBind, decodeDescribeOrClose, showBindParams, decodeExecute, decodeFunctionCall, decodeParse, decodePassword, decodeQuery,
 } from '../../src/proxy/postgres/frontend.js';
 import { cstr, expectPgError, i16, i32 } from './pg-test-encode.js';
 
@@ -49,8 +49,19 @@ describe('decoders on pg-protocol messages', () => {
   });
 
   it('Bind with text, binary, null and empty parameters', () => {
-    expect(decodeBind(bind)).toEqual({ portal: 'portal_1', statement: 'stmt_1' });
-    expect(decodeBind(payloadOf(serialize.bind(), F.Bind))).toEqual({ portal: '', statement: '' });
+    expect(decodeBind(bind)).toMatchObject({ portal: 'portal_1', statement: 'stmt_1' });
+    expect(decodeBind(payloadOf(serialize.bind(), F.Bind))).toMatchObject({ portal: '', statement: '' });
+  });
+
+  it('Bind keeps the parameters as sent, and shows them for people to read', () => {
+    const text = decodeBind(payloadOf(serialize.bind({ values: ['42', null, '', 'x'.repeat(300)] }), F.Bind));
+    expect(showBindParams(text.params)).toEqual(['42', null, '', `${'x'.repeat(200)}…`]);
+    const binary = decodeBind(payloadOf(serialize.bind({ values: [Buffer.from([0, 1, 0xff])], binary: true }), F.Bind));
+    expect(showBindParams(binary.params)).toEqual(['\\x0001ff']);
+    // Per-parameter format codes: text, then binary.
+    const mixed = Buffer.concat([cstr(''), cstr(''), i16(2), i16(0), i16(1), i16(2), i32(1), Buffer.from('7'), i32(1), Buffer.from([9]), i16(0)]);
+    expect(showBindParams(decodeBind(mixed).params)).toEqual(['7', '\\x09']);
+    expect(showBindParams(decodeBind(payloadOf(serialize.bind(), F.Bind)).params)).toEqual([]);
   });
 
   it('Execute with a row limit, and unnamed without one', () => {

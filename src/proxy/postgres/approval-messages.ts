@@ -5,13 +5,16 @@ import type { ApprovalRequest } from '../../approvals/types.js';
 import type { Refusal } from '../session.js';
 import { PgError } from './errors.js';
 
-/** The NOTICE a waiting client sees: the request id, what it waits for, how to decide it, how to give up. */
-export function approvalNotice(r: ApprovalRequest): PgError {
+/**
+ * The NOTICE a waiting client sees: the request id, what it waits for, how to decide
+ * it (the signed link, when dbward makes them, to hand to an approver), how to give up.
+ */
+export function approvalNotice(r: ApprovalRequest, link: string | null = null): PgError {
   return new PgError('01000',
     `statement held for approval: request ${r.id} waits for ${needs(r)} (rule ${r.rules.join(', ')})`,
     'NOTICE',
     `target ${r.target.name}; the request stays open until ${r.expiresAt}`,
-    `An approver runs: dbward approvals approve ${r.id} --reason "..." (or deny). Press Ctrl-C to withdraw the request.`);
+    `An approver runs: dbward approvals approve ${r.id} --reason "..." (or deny)${link ? `, or opens ${link}` : ''}. Press Ctrl-C to withdraw the request.`);
 }
 
 /** The ERROR for a statement that needs approval and does not run now. */

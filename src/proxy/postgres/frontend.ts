@@ -78,6 +78,11 @@ class Cursor {
     this.i += n;
   }
 
+  /** Where the next read starts. */
+  get pos(): number {
+    return this.i;
+  }
+
   end(): void {
     if (this.i !== this.b.length) throw pgErrors.protocolViolation(`${this.what}: unexpected trailing bytes`);
   }
@@ -117,6 +122,8 @@ export function decodeParse(payload: Buffer): ParseMessage {
 export interface BindMessage {
   portal: string;
   statement: string;
+  /** The parameter format codes and values as sent (a view into the payload): what the portal runs with. */
+  params: Buffer;
 }
 
 /** Bind: portal and statement names; parameter values are validated for shape, not decoded. */
@@ -124,11 +131,42 @@ export function decodeBind(payload: Buffer): BindMessage {
   const c = new Cursor(payload, 'Bind');
   const portal = c.cstring();
   const statement = c.cstring();
+  const from = c.pos;
   c.formatCodes('format');
   c.values('parameter');
+  const params = payload.subarray(from, c.pos);
   c.formatCodes('result format');
   c.end();
-  return { portal, statement };
+  return { portal, statement, params };
+}
+
+/** A parameter value for people to read: text-format values as text, binary ones as `\x` hex; both cut at `max` characters. */
+export type ShownParam = string | null;
+
+/** The values of a Bind's `params` (as decodeBind returns them, so already checked for shape), for people to read. */
+export function showBindParams(params: Buffer, max = 200): ShownParam[] {
+  const nf = params.readInt16BE(0);
+  const formats: number[] = [];
+  for (let i = 0; i < nf; i++) formats.push(params.readInt16BE(2 + 2 * i));
+  let at = 2 + 2 * nf;
+  const n = params.readInt16BE(at);
+  at += 2;
+  const out: ShownParam[] = [];
+  for (let i = 0; i < n; i++) {
+    const len = params.readInt32BE(at);
+    at += 4;
+    if (len < 0) {
+      out.push(null);
+      continue;
+    }
+    // One format code applies to every parameter; none means text.
+    const binary = (nf === 1 ? formats[0] : formats[i]) === 1;
+    const v = params.subarray(at, at + len);
+    at += len;
+    const shown = binary ? `\\x${v.subarray(0, max).toString('hex')}` : v.toString('utf8', 0, Math.min(len, max * 4));
+    out.push(shown.length > max ? `${shown.slice(0, max)}…` : shown);
+  }
+  return out;
 }
 
 export interface TargetedMessage {

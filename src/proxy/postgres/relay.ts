@@ -16,7 +16,7 @@ import { readingHazard } from '../../analysis/pg/flags.js';
 import { errorResponse, type TxStatus } from './backend.js';
 import { PgError, pgErrors } from './errors.js';
 import { BackendScanner, FrontendReader, type Frame } from './frames.js';
-import { decodeBind, decodeDescribeOrClose, decodeExecute, decodeFunctionCall, decodeParse, decodeQuery, F } from './frontend.js';
+import { decodeBind, decodeDescribeOrClose, decodeExecute, decodeFunctionCall, decodeParse, decodeQuery, F, showBindParams } from './frontend.js';
 import { ResponseTracker, MASKED_TYPES, TRACKED_TYPES, type OutcomeSink, type Pending, type RowLimit } from './tracker.js';
 import { ResultMasker, type MaskState } from './result-masker.js';
 import { CLEAN } from '../../masking/session.js';
@@ -39,6 +39,8 @@ interface Prepared {
   decision: Ruling;
   /** A bound portal's row cap, shared by all its Executes. */
   limit?: RowLimit;
+  /** A bound portal's parameters (format codes and values, copied), kept when its statement needs approval. */
+  params?: Buffer;
 }
 
 export interface RelayDeps {
@@ -207,7 +209,9 @@ export class PgRelay {
             new PgError('26000', `prepared statement "${b.statement}" does not exist in this dbward session`));
         }
         const limit = rowLimit(prepared.decision);
-        remember(this.portals, b.portal, limit ? { ...prepared, limit } : prepared, MAX_PORTALS);
+        // An approval is for the statement with these values: they go into the request and its grant's key.
+        const params = prepared.decision.decision.action === 'require_approval' ? Buffer.from(b.params) : undefined;
+        remember(this.portals, b.portal, limit || params ? { ...prepared, ...(limit && { limit }), ...(params && { params }) } : prepared, MAX_PORTALS);
         return this.forward(frame, { kind: 'bind' });
       }
       case F.Execute: {
@@ -219,6 +223,8 @@ export class PgRelay {
             pgErrors.refused(`portal "${e.portal}" does not exist`));
         }
         const stmt: StatementRequest = { protocol: 'extended', text: prepared.text, portal: e.portal };
+        const bytes = prepared.params;
+        if (bytes) stmt.params = { bytes, show: () => showBindParams(bytes) };
         return this.admitAndForward(frame, stmt, 'execute', prepared.decision, prepared.limit);
       }
       case F.Describe: {
@@ -300,7 +306,7 @@ export class PgRelay {
 
   /** Tells the client its statement waits for approval; between server messages, so no frame of the server's is split. */
   private notifyHeld(request: ApprovalRequest): void {
-    const notice = errorResponse(approvalNotice(request), 'N');
+    const notice = errorResponse(approvalNotice(request, this.pipeline.approvalLink(request)), 'N');
     if (this.scanner.atBoundary) this.writeClient(notice);
     else this.notices.push(notice);
   }

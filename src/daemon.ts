@@ -59,7 +59,10 @@ export async function startDaemon(config: Config, opts: { log?: Logger; verifier
   const metrics = new Metrics();
   const prewarmMetrics = config.targets.some((t) => (t.prewarm ?? 0) > 0) ? new PrewarmMetrics(metrics.registry) : null;
   const targets = new Map<string, PgTarget>(config.targets.map((t) => [t.name, pgTarget(t, log, prewarmMetrics)]));
-  const closePools = (): void => { for (const t of targets.values()) t.prewarm?.close(); };
+  const closePools = (): void => {
+    for (const t of targets.values()) t.prewarm?.close();
+    for (const c of catalogs.values()) c.close();
+  };
   // The parser (WASM) loads once, before any client can send a statement; before the
   // trail opens, so a failure here leaves nothing open.
   await loadPgParser();

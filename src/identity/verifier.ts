@@ -135,7 +135,8 @@ export class TokenVerifier {
     } catch (err) {
       throw new IdentityError('TOKEN_MALFORMED', (err as Error).message, { cause: err });
     }
-    this.verified.set(token, { identity, generation });
+    // Only a check that no JWKS fetch overlapped is remembered: its keys are the ones in force.
+    if (generation === this.keyGeneration) this.verified.set(token, { identity, generation });
     if (this.verified.size > MAX_VERIFIED) this.verified.delete(this.verified.keys().next().value!);
     return this.matchUser(identity, expectedUser);
   }
@@ -215,9 +216,22 @@ export class TokenVerifier {
       ...(this.opts.jwksCacheMaxAgeMs !== undefined && { cacheMaxAge: this.opts.jwksCacheMaxAgeMs }),
       // Every fetch may bring a different key set (jose's jwks() hands out a fresh copy
       // each call, so it cannot be compared by identity): count fetches instead.
-      [customFetch]: (url: string, init: RequestInit) => {
+      // Counted when a fetch starts and again when its keys are read: a check that
+      // overlaps a fetch in any way sees the count move and is not remembered.
+      [customFetch]: async (url: string, init: RequestInit) => {
         this.keyGeneration++;
-        return fetch(url, init);
+        const res = await fetch(url, init);
+        const json = res.json.bind(res);
+        Object.defineProperty(res, 'json', {
+          value: async () => {
+            try {
+              return await json() as unknown;
+            } finally {
+              this.keyGeneration++;
+            }
+          },
+        });
+        return res;
       },
     });
     this.keysFresh = () => remote.fresh;

@@ -13,6 +13,9 @@ import type { ColumnRef, ColumnUse, StatementFacts, StatementFlag } from '../ana
 import { functionFlags } from '../analysis/pg/flags.js';
 import type { UpstreamEndpoint } from '../proxy/postgres/upstream.js';
 
+/** Background readings missed before the snapshot counts as stale and masked results wait for a fresh one. */
+const STALE_AGES = 3;
+
 /** OIDs below this were assigned by initdb: system catalogs and information_schema, never masked. */
 export const FIRST_USER_OID = 16384;
 
@@ -59,7 +62,7 @@ export interface CatalogSnapshot {
    * unqualified and `schema.name`, to the `schema.name` of each they may be.
    */
   routines: Map<string, string[]>;
-  /** User-defined operators by name, to the `schema.name` of each function one runs. */
+  /** Operators created after initdb whose function is user-defined or runs SQL text, by name, to that function's `schema.name`. */
   operators: Map<string, string[]>;
   /** Functions created by initdb, by printed name, unqualified and `schema.name`. */
   builtins: Set<string>;
@@ -79,12 +82,17 @@ SELECT c.oid::int8 AS oid, n.nspname, c.relname, c.relkind, a.attnum, a.attname,
  WHERE c.relkind IN ('r', 'v', 'm', 'f', 'p') AND c.oid >= ${FIRST_USER_OID}
  ORDER BY c.oid, a.attnum`;
 
+// A function an extension installed (citext, hstore, PostGIS) is packaged code, like the
+// built-in ones: it reads its arguments. Extensions that run SQL (dblink) are flagged by name.
+const USER_DEFINED = `p.oid >= ${FIRST_USER_OID} AND NOT EXISTS (SELECT 1 FROM pg_depend d
+  WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e')`;
+
 const ROUTINES_SQL = `
-SELECT DISTINCT n.nspname, p.proname, p.oid >= ${FIRST_USER_OID} AS user_defined
+SELECT DISTINCT n.nspname, p.proname, ${USER_DEFINED} AS user_defined
   FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace`;
 
 const OPERATORS_SQL = `
-SELECT o.oprname, n.nspname, p.proname FROM pg_operator o
+SELECT o.oprname, n.nspname, p.proname, ${USER_DEFINED} AS user_defined FROM pg_operator o
   JOIN pg_proc p ON p.oid = o.oprcode JOIN pg_namespace n ON n.oid = p.pronamespace
  WHERE o.oid >= ${FIRST_USER_OID}`;
 
@@ -101,18 +109,27 @@ export class TargetCatalog {
   private loading: Promise<CatalogSnapshot> | null = null;
   private stale = true;
   private version = 0;
+  /** When the read that made the snapshot started: a change made while it ran may be missed by it. */
   private readAt = 0;
+  private timer: NodeJS.Timeout | null = null;
+  /** Background ticks since a session last looked at the snapshot. */
+  private idleTicks = 0;
 
   constructor(private readonly endpoint: UpstreamEndpoint, private readonly log: Logger, private readonly maxAgeMs = 30_000) {}
 
   /** The last snapshot read, possibly stale; null before the first load. */
   get current(): CatalogSnapshot | null {
+    this.idleTicks = 0;
     return this.snapshot;
   }
 
-  /** True when DDL may have changed the catalog since the snapshot was read, or the snapshot is too old to trust. */
+  /**
+   * True when DDL may have changed the catalog since the snapshot was read, or when
+   * the background readings (every maxAgeMs while the catalog is in use) have failed
+   * for so long that the snapshot is no longer to be trusted.
+   */
   get isStale(): boolean {
-    return this.stale || this.snapshot === null || Date.now() - this.readAt > this.maxAgeMs;
+    return this.stale || this.snapshot === null || Date.now() - this.readAt > STALE_AGES * this.maxAgeMs;
   }
 
   /** Marks the snapshot stale: the next load() reads the catalog again. */
@@ -125,19 +142,38 @@ export class TargetCatalog {
     if (!this.isStale) return Promise.resolve(this.snapshot!);
     if (this.loading) return this.loading;
     this.stale = false;
-    // From the start of the read: a change made while it runs may be missed by it.
+    return this.start().catch((err: unknown) => {
+      this.stale = true;
+      throw err;
+    });
+  }
+
+  /** Stops the background readings. */
+  close(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+  }
+
+  private start(): Promise<CatalogSnapshot> {
     const started = Date.now();
     this.loading = this.read().then((s) => {
       this.snapshot = s;
       this.readAt = started;
+      // Changes made around dbward (CREATE OR REPLACE VIEW from another client) are seen
+      // within maxAgeMs: read again in the background while sessions use the catalog.
+      this.timer ??= setInterval(() => this.tick(), this.maxAgeMs).unref();
       return s;
-    }, (err: unknown) => {
-      this.stale = true;
-      throw err;
     }).finally(() => {
       this.loading = null;
     });
     return this.loading;
+  }
+
+  // While in use, read again every tick; idle longer, the snapshot ages past STALE_AGES
+  // and the next masked result waits for a fresh reading instead.
+  private tick(): void {
+    if (this.idleTicks++ >= STALE_AGES || this.loading) return;
+    this.start().catch((err: unknown) => this.log.warn({ err }, 'catalog could not be read again; masking goes on with the last reading'));
   }
 
   private async read(): Promise<CatalogSnapshot> {
@@ -164,8 +200,9 @@ export class TargetCatalog {
           snapshot.builtins.add(qualified).add(dotted([r.proname]));
         }
       }
-      for (const r of (await client.query<{ oprname: string; nspname: string; proname: string }>(OPERATORS_SQL)).rows) {
-        addTo(snapshot.operators, r.oprname, dotted([r.nspname, r.proname]));
+      for (const r of (await client.query<{ oprname: string; nspname: string; proname: string; user_defined: boolean }>(OPERATORS_SQL)).rows) {
+        // An operator over packaged code reads its operands, unless that code runs SQL text or files.
+        if (r.user_defined || functionFlags(r.proname).length > 0) addTo(snapshot.operators, r.oprname, dotted([r.nspname, r.proname]));
       }
       const rows = (await client.query<{ oid: string; nspname: string; relname: string; relkind: string; attnum: number; attname: string; typ: string; comment: string | null }>(RELATIONS_SQL)).rows;
       for (const r of rows) {
@@ -244,14 +281,8 @@ export function callsOf(s: CatalogSnapshot, statements: readonly StatementFacts[
       if (user) for (const q of user) out.add(q);
       else if (!s.builtins.has(fn)) out.add(UNKNOWN_PREFIX + fn);
     }
-    for (const op of f.operators ?? []) {
-      for (const q of s.operators.get(op) ?? []) {
-        // A built-in function behind a user's operator reads its arguments only, unless it runs SQL text or files.
-        out.add(q.startsWith('pg_catalog.') && functionFlags(q.slice(11)).length === 0 ? '' : q);
-      }
-    }
+    for (const op of f.operators ?? []) for (const q of s.operators.get(op) ?? []) out.add(q);
   }
-  out.delete('');
   return [...out];
 }
 

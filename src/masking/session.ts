@@ -18,6 +18,8 @@ import type { DetectorName, MaskSpec } from './types.js';
 const INFER_USES = new Set(['predicate', 'order', 'group', 'join']);
 const MAX_DEPTH = 32;
 const REFRESH_MS = 2000;
+/** Flags of statements that write, or may: a masked value that flows into one is copied into the database. */
+const COPY_FLAGS: ReadonlySet<string> = new Set(['writes', 'ddl', 'anonymous_code', 'dynamic_sql', 'server_program']);
 const UNKNOWN_CURSOR: MaskSpec = Object.freeze({ strategy: 'redact', rule: 'masking.cursor' }) as MaskSpec;
 /** For outputs of code dbward cannot read (a user-defined function, DO, SQL run from a string). */
 const OPAQUE: MaskSpec = Object.freeze({ strategy: 'redact', rule: 'masking.opaque' }) as MaskSpec;
@@ -177,6 +179,8 @@ export class SessionMasking {
     if (this.untrusted(calls) && this.masksSomething(s)) {
       if (flow?.strategy !== 'null') flow = OPAQUE;
       sensitive = true;
+      // What such code returns may be a masked value: written into the database, the next reader sees it.
+      copied = true;
     }
     return flow || sensitive || inferred.length ? { flow, inferred, sensitive, copied } : CLEAN;
   }
@@ -216,7 +220,11 @@ export class SessionMasking {
     if (t.flow && t.copied) {
       for (const f of analysis.statements) {
         // Copying masked values into a table, a view or a function's reach would unmask them for the next reader.
-        if (f.flags.includes('writes') || f.flags.includes('ddl')) {
+        // Code dbward cannot read (DO, SQL in a string) may write too.
+        if (f.flags.some((fl) => COPY_FLAGS.has(fl))) {
+          if (t.flow === OPAQUE) {
+            return { rule: OPAQUE.rule, message: 'statement may write what code dbward cannot read returns (a user-defined function, DO, SQL in a string), which may be a masked value; list functions that read no masked column in masking.trusted_functions' };
+          }
           return { rule: t.flow.rule, message: `statement copies values of masked columns (rule ${t.flow.rule}) into the database` };
         }
       }

@@ -124,6 +124,9 @@ export class PrewarmPool {
       this.keys.set(id, key);
     }
     key.lastUsed = this.now();
+    // A session just logged in: the upstream is there, whatever the last background attempts met.
+    this.failures = 0;
+    this.retryAt = 0;
     // Most recently used last, so eviction takes the first.
     this.keys.delete(id);
     this.keys.set(id, key);
@@ -309,8 +312,10 @@ function rename(spare: Spare, applicationName: string, timeoutMs: number): Promi
     socket.on('data', onData);
     socket.on('close', onClose);
     socket.on('error', finish);
-    const value = cleanAscii(applicationName).replaceAll("'", "''");
-    const sql = Buffer.from(`SET application_name = '${value}'\0`, 'latin1');
+    // An escape string reads the same whatever standard_conforming_strings says: a
+    // backslash in the name can never end the literal early.
+    const value = cleanAscii(applicationName).replaceAll('\\', '\\\\').replaceAll("'", "''");
+    const sql = Buffer.from(`SET application_name = E'${value}'\0`, 'latin1');
     const msg = Buffer.alloc(5);
     msg[0] = 0x51; // Q
     msg.writeInt32BE(4 + sql.length, 1);

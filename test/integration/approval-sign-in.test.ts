@@ -7,8 +7,6 @@
 
 import { spawn } from 'node:child_process';
 import { createHmac, randomBytes } from 'node:crypto';
-import http from 'node:http';
-import type net from 'node:net';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { signLink } from '../../src/approvals/links.js';
@@ -20,6 +18,7 @@ import { Browser, confirmForm, signInAtIssuer } from '../helpers/browser.js';
 import { startTestDaemon, type RunResult, type TestDaemon } from '../helpers/dbward.js';
 import { DBWARD_RESOURCE, startTestIssuer, type TestIssuer } from '../helpers/oidc.js';
 import { PG, requirePostgres } from '../helpers/services.js';
+import { fakeSlack, type FakeSlack } from '../helpers/slack.js';
 
 const S = `dbward_signin_${randomBytes(4).toString('hex')}`;
 /** The key as dbward reads it: the bytes of the variable's text. */
@@ -44,7 +43,7 @@ const count = async (table: string): Promise<number> => Number((await sql(`SELEC
 
 let idp: TestIssuer;
 let a: TestDaemon;
-let slackHook: { url: string; bodies: any[]; close: () => Promise<void> };
+let slackHook: FakeSlack;
 const tokens: Record<string, string> = {};
 const admin = (p = '') => `http://127.0.0.1:${a.daemon.adminPort}${p}`;
 
@@ -59,20 +58,6 @@ function approvals(over: Partial<ApprovalsConfig> = {}): Partial<ApprovalsConfig
     signIn: { clientId: APPROVALS_CLIENT_ID, clientSecret: { none: true }, scope: APPROVALS_SCOPE, resource: DBWARD_RESOURCE },
     ...over,
   };
-}
-
-/** A stand-in for Slack's incoming webhook (Slack itself cannot be reached from a test). */
-async function fakeSlack(): Promise<typeof slackHook> {
-  const bodies: any[] = [];
-  const server = http.createServer((req, res) => {
-    const chunks: Buffer[] = [];
-    req.on('data', (c: Buffer) => chunks.push(c)).on('end', () => {
-      bodies.push(JSON.parse(Buffer.concat(chunks).toString('utf8')));
-      res.writeHead(200).end('ok');
-    });
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  return { url: `http://127.0.0.1:${(server.address() as net.AddressInfo).port}/services/T0/B0/x`, bodies, close: () => new Promise((r) => server.close(() => r())) };
 }
 
 beforeAll(async () => {

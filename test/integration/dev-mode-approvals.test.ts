@@ -2,37 +2,30 @@
 // psql; `dbward dev` prints the request's approve link; carol opens it in a
 // browser, signs in at the development identity provider, confirms; the write runs.
 
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { afterAll, expect, it } from 'vitest';
 import { Browser, confirmForm, signInAtIssuer } from '../helpers/browser.js';
 import { psql } from '../helpers/dbward.js';
+import { startDev } from '../helpers/dev.js';
 
-const root = path.resolve(import.meta.dirname, '../..');
-const stateDir = fs.mkdtempSync(path.join(os.tmpdir(), 'dbward-dev-apr-'));
-const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'dev', '--port', '0', '--admin-port', '0', '--idp-port', '0', '--state-dir', stateDir],
-  { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
-let stderr = '';
-child.stderr.on('data', (b) => (stderr += b));
-child.stdout.resume();
+const { child, stateDir, stderr: output } = startDev('dbward-dev-apr-');
 
 afterAll(() => {
   if (child.exitCode === null) child.kill('SIGKILL');
 });
 
 it('carol opens the printed link, signs in and approves; alice\'s held write then runs', async () => {
-  await expect.poll(() => stderr, { timeout: 60_000, interval: 200 }).toMatch(/psql "[^"]+"/);
-  expect(stderr).toContain('open one in a browser and sign in as carol@example.com');
-  const [, token, conninfo] = /PGPASSWORD=(\S+) psql "([^"]+)"/.exec(stderr)!;
+  await expect.poll(() => output(), { timeout: 60_000, interval: 200 }).toMatch(/psql "[^"]+"/);
+  expect(output()).toContain('open one in a browser and sign in as carol@example.com');
+  const [, token, conninfo] = /PGPASSWORD=(\S+) psql "([^"]+)"/.exec(output())!;
   expect(fs.statSync(path.join(stateDir, 'approval-link.key')).mode & 0o777).toBe(0o600);
   const run = psql(conninfo!, ['-c', "UPDATE users SET full_name = 'Renamed Person' WHERE id = 1"], { env: { PGPASSWORD: token! }, timeoutMs: 60_000 });
 
-  await expect.poll(() => stderr, { timeout: 15_000, interval: 100 }).toMatch(/approve: (http:\/\/127\.0\.0\.1:\d+\/approvals\/apr_\w+\/approve\?\S+)/);
-  const link = /approve: (http:\/\/127\.0\.0\.1:\d+\/approvals\/apr_\w+\/approve\?\S+)/.exec(stderr)![1]!;
+  await expect.poll(() => output(), { timeout: 15_000, interval: 100 }).toMatch(/approve: (http:\/\/127\.0\.0\.1:\d+\/approvals\/apr_\w+\/approve\?\S+)/);
+  const link = /approve: (http:\/\/127\.0\.0\.1:\d+\/approvals\/apr_\w+\/approve\?\S+)/.exec(output())![1]!;
   const id = /\/approvals\/(apr_\w+)\//.exec(link)![1]!;
-  expect(stderr).toMatch(new RegExp(`approval ${id}: alice@example.com on demo \\(rule pii-writes-need-approval\\) waits for 1 approval\\(s\\) from privacy-officers`));
+  expect(output()).toMatch(new RegExp(`approval ${id}: alice@example.com on demo \\(rule pii-writes-need-approval\\) waits for 1 approval\\(s\\) from privacy-officers`));
 
   const b = new Browser();
   const start = await b.request(link);
@@ -51,7 +44,7 @@ it('carol opens the printed link, signs in and approves; alice\'s held write the
   expect(r.stderr).toContain(id);
   expect(r.code).toBe(0);
   expect(r.stdout).toContain('UPDATE 1');
-  await expect.poll(() => stderr, { timeout: 5_000 }).toContain(`approval ${id} is now approved (carol@example.com approved via link)`);
+  await expect.poll(() => output(), { timeout: 5_000 }).toContain(`approval ${id} is now approved (carol@example.com approved via link)`);
   const audit = fs.readFileSync(path.join(stateDir, 'audit', 'dbward.jsonl'), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l));
   expect(audit.find((e) => e.type === 'approval' && e.step === 'approved' && e.request.id === id)?.actor).toMatchObject({ user: 'carol@example.com', via: 'link' });
 

@@ -3,28 +3,21 @@
 // verified sessions on the seeded demo database, several at once; a wrong token
 // is refused; Ctrl-C stops dbward, its demo database and its identity provider.
 
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { afterAll, expect, it } from 'vitest';
 import { psql } from '../helpers/dbward.js';
+import { startDev } from '../helpers/dev.js';
 
-const root = path.resolve(import.meta.dirname, '../..');
-const stateDir = fs.mkdtempSync(path.join(os.tmpdir(), 'dbward-dev-'));
-const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', 'dev', '--port', '0', '--admin-port', '0', '--idp-port', '0', '--state-dir', stateDir],
-  { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
-let stderr = '';
-child.stderr.on('data', (b) => (stderr += b));
-child.stdout.resume();
+const { child, stateDir, stderr: output } = startDev('dbward-dev-');
 
 afterAll(() => {
   if (child.exitCode === null) child.kill('SIGKILL');
 });
 
 it('prints a token and a psql line that work, for several sessions at once, and stops on SIGINT', async () => {
-  await expect.poll(() => stderr, { timeout: 60_000, interval: 200 }).toMatch(/psql "[^"]+"/);
-  const [, token, conninfo] = /PGPASSWORD=(\S+) psql "([^"]+)"/.exec(stderr)!;
+  await expect.poll(() => output(), { timeout: 60_000, interval: 200 }).toMatch(/psql "[^"]+"/);
+  const [, token, conninfo] = /PGPASSWORD=(\S+) psql "([^"]+)"/.exec(output())!;
   expect(conninfo).toContain('sslmode=require');
   expect(conninfo).toContain('user=alice@example.com');
   expect(fs.readFileSync(path.join(stateDir, 'alice.token'), 'utf8').trim()).toBe(token);

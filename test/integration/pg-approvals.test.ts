@@ -6,8 +6,6 @@
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHmac, randomBytes } from 'node:crypto';
-import http from 'node:http';
-import type net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Ajv } from 'ajv';
@@ -17,6 +15,7 @@ import type { IdentitySettings } from '../../src/config/types.js';
 import { resolveIdentityConfig } from '../../src/identity/types.js';
 import type { ApprovalRequest } from '../../src/approvals/types.js';
 import { psql, startTestDaemon, type RunResult, type TestDaemon } from '../helpers/dbward.js';
+import { fakeSlack, type FakeSlack } from '../helpers/slack.js';
 import { startTestIssuer, type TestIssuer } from '../helpers/oidc.js';
 import { PG, requirePostgres } from '../helpers/services.js';
 import { readSchema } from '../helpers/schema.js';
@@ -53,21 +52,7 @@ let idp: TestIssuer;
 let a: TestDaemon;
 let b: TestDaemon;
 const tokens: Record<string, string> = {};
-let slackHook: { url: string; bodies: any[]; close: () => Promise<void> };
-
-/** A stand-in for Slack's incoming-webhook endpoint that records what it is sent. */
-async function fakeSlack(): Promise<typeof slackHook> {
-  const bodies: any[] = [];
-  const server = http.createServer((req, res) => {
-    const chunks: Buffer[] = [];
-    req.on('data', (c: Buffer) => chunks.push(c)).on('end', () => {
-      bodies.push(JSON.parse(Buffer.concat(chunks).toString('utf8')));
-      res.writeHead(200).end('ok');
-    });
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  return { url: `http://127.0.0.1:${(server.address() as net.AddressInfo).port}/services/T0/B0/secret`, bodies, close: () => new Promise((r) => server.close(() => r())) };
-}
+let slackHook: FakeSlack;
 
 beforeAll(async () => {
   await requirePostgres();

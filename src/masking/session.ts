@@ -110,13 +110,19 @@ export class SessionMasking {
     return this.untrusted(c.lineage.calls) && this.masksSomething(s) ? OPAQUE : null;
   }
 
-  // A function the snapshot does not know was perhaps created since: read the catalog
-  // again (at most every REFRESH_MS), so the statements after this one are judged on it.
-  private unknownCode(): void {
+  /**
+   * A name the snapshot does not know (a relation or a function, perhaps created
+   * since): marks the catalog stale, at most every REFRESH_MS per session, so what
+   * comes next is judged on a fresh reading; false when it was marked too recently.
+   * A name that stays unknown (created in a transaction not yet committed) does not
+   * make every statement read the catalog again.
+   */
+  missed(): boolean {
     const now = Date.now();
-    if (now - this.refreshedAt < REFRESH_MS) return;
+    if (now - this.refreshedAt < REFRESH_MS) return false;
     this.refreshedAt = now;
     this.catalog.invalidate();
+    return true;
   }
 
   /** Some of the code (from callsOf) is not among the policy's trusted functions. */
@@ -175,7 +181,7 @@ export class SessionMasking {
     }
     // Code dbward cannot read may return (or raise, in a message) any masked value it reads.
     const calls = callsOf(s, statements);
-    if (calls.some((q) => q.startsWith(UNKNOWN_PREFIX))) this.unknownCode();
+    if (calls.some((q) => q.startsWith(UNKNOWN_PREFIX))) this.missed();
     if (this.untrusted(calls) && this.masksSomething(s)) {
       if (flow?.strategy !== 'null') flow = OPAQUE;
       sensitive = true;

@@ -21,7 +21,6 @@ import { derivedSpec, makeMaskWriter, MASK_SLACK, toMasker } from '../../masking
 import type { Masker, MaskSpec, MaskWriter } from '../../masking/types.js';
 
 const TEXT_OID = 25;
-const REFRESH_MS = 2000;
 /** Past this many bytes Buffer#copy (a fixed ~100 ns) beats moving 4 bytes at a time. */
 const MOVE_LOOP_MAX = 256;
 /** Types whose every value is a string, so a detector's mask still fits the column. */
@@ -64,7 +63,6 @@ export class ResultMasker {
   waiting: Promise<unknown> | null = null;
   private readonly writers = new Map<string, MaskWriter>();
   private readonly maskers = new Map<string, Masker>();
-  private refreshedAt = 0;
 
   constructor(private readonly current: () => SessionMasking | null) {}
 
@@ -339,13 +337,10 @@ export class ResultMasker {
     this.waiting ??= this.masking.catalog.load().finally(() => (this.waiting = null));
   }
 
-  // Reads the catalog again, at most every REFRESH_MS per session: a relation that
-  // stays unknown (created in a transaction not yet committed) is masked meanwhile.
+  // Reads the catalog again (as often as SessionMasking.missed allows): a relation
+  // that stays unknown is masked meanwhile.
   private refresh(): boolean {
-    const now = Date.now();
-    if (now - this.refreshedAt < REFRESH_MS) return false;
-    this.refreshedAt = now;
-    this.masking.catalog.invalidate();
+    if (!this.masking.missed()) return false;
     this.load();
     return true;
   }

@@ -168,8 +168,7 @@ export class Chain {
 
   /** Moves the chain back to `head` (lines sealed after it were never written). */
   rewind(head: ChainHead): void {
-    this.seq = head.seq;
-    this.mac = head.mac;
+    this.rewindTo(head.seq, head.mac);
   }
 
   /** rewind() to a head given as its parts. */

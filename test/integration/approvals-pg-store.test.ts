@@ -90,6 +90,21 @@ async function listenPid(appName: string): Promise<number | undefined> {
   return rows[0]?.pid;
 }
 
+/** Store a (polling every `pollMs`) watches a request that store b will change; its LISTEN connection is then killed. */
+async function watchedThenListenKilled(pollMs: number) {
+  const a = await openStore({ pollMs });
+  const { store: b } = await openStore({ pollMs: 60_000 });
+  const r = request();
+  await a.store.create(r);
+  const seen: ApprovalRequest[] = [];
+  a.store.watch(r.id, (rec) => seen.push(rec));
+  await waitFor(() => seen.length === 1, 2000, 'the current record');
+  const pid = await listenPid(a.appName);
+  expect(pid).toBeDefined();
+  await admin.query('SELECT pg_terminate_backend($1)', [pid]);
+  return { a, b, r, seen, pid: pid! };
+}
+
 describe('PostgresApprovalStore', () => {
   it('round-trips requests and lists them newest first, by status and by key', async () => {
     const { store } = await openStore();
@@ -202,17 +217,7 @@ describe('PostgresApprovalStore', () => {
   });
 
   it('still reaches the watcher after its LISTEN connection was killed', async () => {
-    const a = await openStore({ pollMs: 150 });
-    const { store: b } = await openStore({ pollMs: 60_000 });
-    const r = request();
-    await a.store.create(r);
-    const seen: ApprovalRequest[] = [];
-    a.store.watch(r.id, (rec) => seen.push(rec));
-    await waitFor(() => seen.length === 1, 2000, 'the current record');
-
-    const pid = await listenPid(a.appName);
-    expect(pid).toBeDefined();
-    await admin.query('SELECT pg_terminate_backend($1)', [pid]);
+    const { a, b, r, seen } = await watchedThenListenKilled(150);
     await waitFor(() => a.errors.length > 0, 2000, 'the lost connection reported');
     await b.update(r.id, (cur) => ({ ...cur, status: 'denied', reason: 'not during the freeze', updatedAt: bump(cur) }));
     await waitFor(() => seen.length === 2, 3000, 'the denial');
@@ -223,16 +228,7 @@ describe('PostgresApprovalStore', () => {
   });
 
   it('wakes the watcher through the re-established LISTEN connection', async () => {
-    const a = await openStore({ pollMs: 60_000 });
-    const { store: b } = await openStore({ pollMs: 60_000 });
-    const r = request();
-    await a.store.create(r);
-    const seen: ApprovalRequest[] = [];
-    a.store.watch(r.id, (rec) => seen.push(rec));
-    await waitFor(() => seen.length === 1, 2000, 'the current record');
-
-    const pid = (await listenPid(a.appName))!;
-    await admin.query('SELECT pg_terminate_backend($1)', [pid]);
+    const { a, b, r, seen, pid } = await watchedThenListenKilled(60_000);
     let next: number | undefined;
     for (const end = Date.now() + 5000; Date.now() < end && (next === undefined || next === pid); await sleep(50)) next = await listenPid(a.appName);
     expect(next).toBeDefined();

@@ -62,14 +62,11 @@ class KeyedMac {
   line(seq: number, prev: string, src: Buffer, start: number, end: number): string {
     const need = BLOCK + 18 + prev.length + (end - start);
     if (need > this.inner.length) this.resize(Math.max(need, this.inner.length * 2));
-    let at = putDigits(this.inner, BLOCK, seq);
-    this.inner[at++] = 0x0a;
-    at = putAscii(this.inner, at, prev);
-    this.inner[at++] = 0x0a;
+        const head = `${seq}\n${prev}\n`;
+    const at = BLOCK + this.inner.write(head, BLOCK, 'latin1');
     const n = at + src.copy(this.inner, at, start, end);
     // The inner hash as a latin1 string, one char per byte: a Buffer result costs a fresh allocation, about twice the hashing.
-    const inner = hash('sha256', this.inner.subarray(0, n), 'binary');
-    putAscii(this.outer, BLOCK, inner);
+    this.outer.write(hash('sha256', this.inner.subarray(0, n), 'binary'), BLOCK, 'latin1');
     const mac = hash('sha256', this.outer, 'hex');
     // An inner buffer grown for one huge line is not kept.
     if (this.inner.length > MAX_KEPT_INNER) this.resize(INNER_BYTES);
@@ -87,23 +84,6 @@ class KeyedMac {
 const BLOCK = 64;
 const INNER_BYTES = 4096;
 const MAX_KEPT_INNER = 1024 * 1024;
-
-/** Writes the chars of `s` (all below 0x100) as bytes at buf[at]; returns the end. */
-function putAscii(buf: Buffer, at: number, s: string): number {
-  for (let i = 0; i < s.length; i++) buf[at++] = s.charCodeAt(i);
-  return at;
-}
-
-/** Writes the decimal digits of the non-negative integer `n` at buf[at]; returns the end. */
-function putDigits(buf: Buffer, at: number, n: number): number {
-  let digits = 1;
-  for (let p = 10; p <= n; p *= 10) digits++;
-  for (let i = at + digits - 1; i >= at; i--) {
-    buf[i] = 0x30 + (n % 10);
-    n = Math.floor(n / 10);
-  }
-  return at + digits;
-}
 
 /** Seals lines in order; one per process and sink, as lines are actually written. */
 export class Chain {
@@ -138,13 +118,7 @@ export class Chain {
     const seq = this.seq + 1;
     const prev = this.mac;
     const mac = this.keyed.line(seq, prev, buf, start, end);
-    let at = putAscii(buf, end - 1, SUFFIX);
-    at = putDigits(buf, at, seq);
-    at = putAscii(buf, at, ',"prev":"');
-    at = putAscii(buf, at, prev);
-    at = putAscii(buf, at, '","mac":"');
-    at = putAscii(buf, at, mac);
-    at = putAscii(buf, at, '"}}');
+    const at = end - 1 + buf.write(`${SUFFIX}${seq},"prev":"${prev}","mac":"${mac}"}}`, end - 1, 'latin1');
     this.seq = seq;
     this.mac = mac;
     return at;

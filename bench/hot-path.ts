@@ -1,8 +1,9 @@
-// dbward's own CPU per statement, without the network: one session's relay and
+// dbward's own CPU per statement, without the network: a session's relay and
 // pipeline (analysis, policy, audit to a real file) driven in-process by fake
-// sockets with pgbench -S's traffic, K sessions interleaved. No syscalls but the audit write, no other
-// process competing for the cores: the figure repeats within a few percent, so
-// a change to the hot path can be judged by it before the pgbench runs.
+// sockets with pgbench -S's traffic, K sessions interleaved. No syscalls but the
+// audit write, no other process competing for the cores: the figure repeats
+// within a few percent, so a change to the hot path can be judged by it before
+// the pgbench runs.
 //
 //   npm run build && npm run bench:hot -- [--audit none|file] [--sessions K] [--count N] [--rounds R]
 //     [--unsealed] [--file PATH] [--root DIR (a saved build)]

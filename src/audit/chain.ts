@@ -62,8 +62,7 @@ class KeyedMac {
   line(seq: number, prev: string, src: Buffer, start: number, end: number): string {
     const need = BLOCK + 18 + prev.length + (end - start);
     if (need > this.inner.length) this.resize(Math.max(need, this.inner.length * 2));
-        const head = `${seq}\n${prev}\n`;
-    const at = BLOCK + this.inner.write(head, BLOCK, 'latin1');
+    const at = BLOCK + this.inner.write(`${seq}\n${prev}\n`, BLOCK, 'latin1');
     const n = at + src.copy(this.inner, at, start, end);
     // The inner hash as a latin1 string, one char per byte: a Buffer result costs a fresh allocation, about twice the hashing.
     this.outer.write(hash('sha256', this.inner.subarray(0, n), 'binary'), BLOCK, 'latin1');
@@ -111,7 +110,7 @@ export class Chain {
    * place: its chain field is written over that final `}`, and the new end is
    * returned. `buf` must have CHAIN_FIELD_BYTES to spare after `end`. For a writer
    * that has the line encoded already: the mac is taken over the bytes, with no
-   * second encoding, and the field is written as bytes, with no string built.
+   * second encoding of the line.
    */
   sealInto(buf: Buffer, start: number, end: number): number {
     this.keyed ??= new KeyedMac(this.key);

@@ -1,17 +1,20 @@
-// A TCP relay in front of dbward that keeps every byte dbward sent to clients, so a
-// test can scan the raw stream for values that must never leave the proxy.
+// A TCP relay in front of a server that keeps every byte the server sent and counts
+// the connections through it: a test can scan the raw stream for values that must
+// never leave dbward, or check that dbward opened no upstream connection.
 
 import net from 'node:net';
 
-/** A TCP relay in front of dbward that keeps every byte dbward sent to clients. */
-export interface Tap { port: number; received: Buffer[]; close(): Promise<void> }
+/** A TCP relay that keeps every byte the server sent to clients and counts connections. */
+export interface Tap { port: number; received: Buffer[]; connections(): number; close(): Promise<void> }
 
-/** Starts a tap in front of 127.0.0.1:`target`. */
-export async function startTap(target: number): Promise<Tap> {
+/** Starts a tap in front of `host`:`target`. */
+export async function startTap(target: number, host = '127.0.0.1'): Promise<Tap> {
   const received: Buffer[] = [];
   const sockets = new Set<net.Socket>();
+  let connections = 0;
   const server = net.createServer((client) => {
-    const up = net.connect(target, '127.0.0.1');
+    connections++;
+    const up = net.connect(target, host);
     sockets.add(client).add(up);
     client.pipe(up);
     up.on('data', (c: Buffer) => received.push(Buffer.from(c)));
@@ -24,6 +27,7 @@ export async function startTap(target: number): Promise<Tap> {
   return {
     port: (server.address() as net.AddressInfo).port,
     received,
+    connections: () => connections,
     close: () => { for (const s of sockets) s.destroy(); return new Promise((r) => server.close(() => r())); },
   };
 }

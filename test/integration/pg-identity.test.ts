@@ -18,31 +18,11 @@ import { pgTarget, psql, startTestDaemon, type TestDaemon } from '../helpers/dbw
 import { AGENT_CLIENT, OTHER_RESOURCE, SERVICE_CLIENT, startTestIssuer, type TestIssuer } from '../helpers/oidc.js';
 import { RawPg } from '../helpers/rawpg.js';
 import { PG, requirePostgres } from '../helpers/services.js';
+import { startTap, type Tap } from '../helpers/tap.js';
 import { testCertificate } from '../helpers/tls.js';
 
 const DBA_ROLE = 'dbward_it_dba';
 const DEV_ROLE = 'dbward_it_dev';
-
-/** A TCP forwarder to the real PostgreSQL that counts the connections dbward opens upstream. */
-async function countingUpstream(): Promise<{ port: number; count: () => number; close: () => Promise<void> }> {
-  let n = 0;
-  const open = new Set<net.Socket>();
-  const server = net.createServer((client) => {
-    n++;
-    const up = net.connect(PG.port, PG.host);
-    open.add(client).add(up);
-    client.pipe(up).pipe(client);
-    const gone = () => { client.destroy(); up.destroy(); };
-    client.on('error', gone).on('close', gone);
-    up.on('error', gone).on('close', gone);
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  return {
-    port: (server.address() as net.AddressInfo).port,
-    count: () => n,
-    close: () => new Promise((r) => { for (const s of open) s.destroy(); server.close(() => r()); }),
-  };
-}
 
 function oidc(issuer: string, over: Partial<Parameters<typeof resolveIdentityConfig>[0]> = {}, graceSec = 0): IdentitySettings {
   return {
@@ -59,7 +39,8 @@ async function admin(sql: string): Promise<void> {
 }
 
 let idp: TestIssuer;
-let upstream: Awaited<ReturnType<typeof countingUpstream>>;
+/** Between dbward and the real PostgreSQL: counts the connections dbward opens upstream. */
+let upstream: Tap;
 let d: TestDaemon;
 let alice: string;
 let bob: string;
@@ -71,7 +52,7 @@ beforeAll(async () => {
     await admin(`DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '${r}') THEN CREATE ROLE ${r} NOLOGIN; END IF; END $$`);
     await admin(`GRANT ${r} TO ${PG.user}`);
   }
-  [idp, upstream] = await Promise.all([startTestIssuer(), countingUpstream()]);
+  [idp, upstream] = await Promise.all([startTestIssuer(), startTap(PG.port, PG.host)]);
   d = await startTestDaemon({
     identity: oidc(idp.issuer),
     listener: { tls: { cert: cert.cert, key: cert.key }, requireTls: false },
@@ -160,7 +141,7 @@ describe('bad tokens: a clear error, an audit event, no upstream connection', ()
   const failures = (daemon = d) => daemon.audit().filter((e) => e.type === 'auth_failure').length;
 
   it('each kind of bad token gets its own reason, and none reaches PostgreSQL', async () => {
-    const before = upstream.count();
+    const before = upstream.connections();
     const [h, p, s] = alice.split('.');
     const sig = Buffer.from(s!, 'base64url');
     sig[5]! ^= 1;
@@ -185,7 +166,7 @@ describe('bad tokens: a clear error, an audit event, no upstream connection', ()
       expect(ev, reason).toMatchObject({ reason, user, target: 'test', sqlstate: reason === 'USER_MISMATCH' ? '28000' : '28P01' });
       expect(JSON.stringify(ev)).not.toContain(token.split('.')[2] || token);
     }
-    expect(upstream.count()).toBe(before);
+    expect(upstream.connections()).toBe(before);
     const metrics = await (await fetch(`http://127.0.0.1:${d.daemon.adminPort}/metrics`)).text();
     expect(metrics).toMatch(/dbward_auth_failures_total\{reason="USER_MISMATCH"\} 1/);
   });
@@ -241,7 +222,7 @@ describe('bad tokens: a clear error, an audit event, no upstream connection', ()
           listener: { tls: { cert: cert.cert, key: cert.key } },
           targets: [pgTarget({ port: upstream.port })],
         });
-        const before = upstream.count();
+        const before = upstream.connections();
         try {
           const t0 = Date.now();
           // The token itself claims the unreachable issuer, so only the key fetch can fail.
@@ -251,7 +232,7 @@ describe('bad tokens: a clear error, an audit event, no upstream connection', ()
           expect(await refused('alice@example.com', token, d2.port)).toMatch(/identity provider is unavailable/);
           expect(Date.now() - t0).toBeLessThan(3000);
           expect(await failure(1, d2)).toMatchObject({ reason: 'ISSUER_UNAVAILABLE', sqlstate: '28000' });
-          expect(upstream.count()).toBe(before);
+          expect(upstream.connections()).toBe(before);
         } finally {
           await d2.stop();
         }
@@ -278,9 +259,9 @@ describe('bad tokens: a clear error, an audit event, no upstream connection', ()
 
   it('an identity in no mapped group is refused when the target has no default role', async () => {
     const service = await idp.clientCredentialsToken(SERVICE_CLIENT.id, SERVICE_CLIENT.secret);
-    const before = upstream.count();
+    const before = upstream.connections();
     expect(await refused(SERVICE_CLIENT.id, service)).toMatch(/no database role of target "test" is mapped/);
-    expect(upstream.count()).toBe(before);
+    expect(upstream.connections()).toBe(before);
   });
 });
 

@@ -145,24 +145,20 @@ export type ShownParam = string | null;
 
 /** The values of a Bind's `params` (as decodeBind returns them, so already checked for shape), for people to read. */
 export function showBindParams(params: Buffer, max = 200): ShownParam[] {
-  const nf = params.readInt16BE(0);
-  const formats: number[] = [];
-  for (let i = 0; i < nf; i++) formats.push(params.readInt16BE(2 + 2 * i));
-  let at = 2 + 2 * nf;
-  const n = params.readInt16BE(at);
-  at += 2;
+  const c = new Cursor(params, 'Bind');
+  const formats = Array.from({ length: c.int16() }, () => c.int16());
+  const n = c.int16();
   const out: ShownParam[] = [];
   for (let i = 0; i < n; i++) {
-    const len = params.readInt32BE(at);
-    at += 4;
+    const len = c.int32();
     if (len < 0) {
       out.push(null);
       continue;
     }
     // One format code applies to every parameter; none means text.
-    const binary = (nf === 1 ? formats[0] : formats[i]) === 1;
-    const v = params.subarray(at, at + len);
-    at += len;
+    const binary = (formats.length === 1 ? formats[0] : formats[i]) === 1;
+    const v = params.subarray(c.pos, c.pos + len);
+    c.skip(len);
     const shown = binary ? `\\x${v.subarray(0, max).toString('hex')}` : v.toString('utf8', 0, Math.min(len, max * 4));
     out.push(shown.length > max ? `${shown.slice(0, max)}…` : shown);
   }

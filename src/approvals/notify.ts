@@ -64,10 +64,10 @@ export class TerminalNotifier implements Notifier {
       this.out.write(`approval ${r.id} is now ${r.status}${line(by ? ` (${by})` : '')}${line(r.reason ? `: ${r.reason}` : '')}\n`);
       return;
     }
-    const who = `${line(r.requester.user)} on ${line(r.target.name)} (rule ${line(r.rules.join(', '))})`;
+    const waits = `approval ${r.id}: ${line(r.requester.user)} on ${line(r.target.name)} (rule ${line(r.rules.join(', '))}) waits for ${r.required} approval(s) from ${line(r.approvers.join(', '))}`;
     this.out.write(event.links
-      ? `\napproval ${r.id}: ${who} waits for ${r.required} approval(s) from ${line(r.approvers.join(', '))}. Open in a browser and sign in:\n  approve: ${event.links.approve}\n  deny:    ${event.links.deny}\n\n`
-      : `\napproval ${r.id}: ${who} waits for ${r.required} approval(s) from ${line(r.approvers.join(', '))}: dbward approvals approve ${r.id} --reason "..."\n\n`);
+      ? `\n${waits}. Open in a browser and sign in:\n  approve: ${event.links.approve}\n  deny:    ${event.links.deny}\n\n`
+      : `\n${waits}: dbward approvals approve ${r.id} --reason "..."\n\n`);
   }
 }
 

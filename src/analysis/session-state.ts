@@ -1,7 +1,9 @@
 // The per-session state that changes what a statement means: which schemas an
 // unqualified name may resolve to, and what SQL-level prepared statements hold.
-// Updated from the facts of statements as they are admitted. It only ever
-// over-approximates: a search_path once set stays a candidate for the session.
+// Updated from the facts of statements as they are admitted, and for prepared
+// names once the server says they ran. It only ever over-approximates: a
+// search_path once set stays a candidate for the session, and a name whose fate
+// is not known is treated as unknown.
 
 import type { Analysis, AnalysisContext, StatementFacts } from './facts.js';
 import { splitSearchPath } from './search-path.js';
@@ -9,10 +11,19 @@ import { splitSearchPath } from './search-path.js';
 /** Bound on SQL PREPAREs remembered per session (a client could otherwise grow it without end). */
 const MAX_PREPARED = 1000;
 
+/** Prepared names a statement string changes, held until the server says whether it ran. */
+export interface PreparedChange {
+  /** Statements in the string. */
+  statements: number;
+  steps: { name: string; facts: StatementFacts | null; before: StatementFacts | null }[];
+}
+
 /** Search path and prepared statements of one session, as analysis needs them. */
 export class SqlSessionState implements AnalysisContext {
   searchPath: string[];
   readonly prepared = new Map<string, StatementFacts>();
+  /** Names a string in flight prepares or deallocates, by the latest such string. */
+  private readonly doubt = new Map<string, PreparedChange>();
   /** Bumped on every change, so per-session decision caches know to drop entries. */
   version = 0;
 
@@ -26,23 +37,53 @@ export class SqlSessionState implements AnalysisContext {
     this.version++;
   }
 
-  /** Folds in the effects of an admitted statement string. */
-  apply(analysis: Analysis): void {
-    if (!analysis.ok) return;
+  /**
+   * Folds in the effects of an admitted statement string. Names it prepares or
+   * deallocates are forgotten until the server says whether it ran (`settle`):
+   * PREPARE and DEALLOCATE take effect only when they succeed, and a rollback does
+   * not undo them, so until then an EXECUTE of such a name is judged as unknown.
+   * Returns what `settle` needs, or null when the string changes no name.
+   */
+  apply(analysis: Analysis): PreparedChange | null {
+    if (!analysis.ok) return null;
+    let change: PreparedChange | null = null;
     for (const s of analysis.statements) {
       if (s.flags.includes('search_path_change')) this.widen(s);
-      if (s.kinds[0] === 'prepare' && s.prepared !== undefined) {
-        if (this.prepared.size >= MAX_PREPARED && !this.prepared.has(s.prepared)) continue;
-        this.prepared.set(s.prepared, s);
-        this.version++;
-      } else if (s.kinds[0] === 'deallocate' || s.kinds[0] === 'discard') {
-        // DEALLOCATE name forgets one; DEALLOCATE ALL and DISCARD ALL forget all. An
-        // EXECUTE of a forgotten name is then judged as unknown dynamic SQL.
-        if (s.kinds[0] === 'deallocate' && s.prepared !== undefined) this.prepared.delete(s.prepared);
-        else this.prepared.clear();
-        this.version++;
+      const kind = s.kinds[0];
+      if (kind !== 'prepare' && kind !== 'deallocate' && kind !== 'discard') continue;
+      change ??= { statements: analysis.statements.length, steps: [] };
+      if (s.prepared !== undefined && kind !== 'discard') {
+        change.steps.push({ name: s.prepared, facts: kind === 'prepare' ? s : null, before: this.prepared.get(s.prepared) ?? null });
+        this.prepared.delete(s.prepared);
+        this.doubt.set(s.prepared, change);
+      } else {
+        // DEALLOCATE ALL, DISCARD ALL (or any DISCARD): everything is forgotten, whether or not it runs.
+        this.prepared.clear();
+        this.doubt.clear();
       }
+      this.version++;
     }
+    return change;
+  }
+
+  /**
+   * The server answered a string `apply` saw: what succeeded takes effect. A lone
+   * statement that did not run leaves the names as they were; in a string of
+   * several that failed, which ones ran is not certain, so their names stay unknown.
+   */
+  settle(change: PreparedChange, status: 'ok' | 'error' | 'skipped' | 'lost'): void {
+    if (status === 'lost') return;
+    const ran = status === 'ok';
+    const certain = ran || change.statements === 1;
+    const mine = change.steps.filter((step) => this.doubt.get(step.name) === change);
+    for (const step of mine) this.doubt.delete(step.name);
+    // In order: `PREPARE p AS a; DEALLOCATE p; PREPARE p AS b` leaves b.
+    for (const step of mine) {
+      const value = !certain ? null : ran ? step.facts : step.before;
+      if (value === null) this.prepared.delete(step.name);
+      else if (this.prepared.size < MAX_PREPARED || this.prepared.has(step.name)) this.prepared.set(step.name, value);
+    }
+    this.version++;
   }
 
   /**

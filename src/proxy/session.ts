@@ -10,7 +10,7 @@ import { eventLine, SessionFragments, type StatementTexts } from '../audit/seria
 import { dependsOnSession, type AnalysisCache } from '../analysis/cache.js';
 import { fastPathAnalysis } from '../analysis/fast-path.js';
 import type { Analysis } from '../analysis/facts.js';
-import type { SqlSessionState } from '../analysis/session-state.js';
+import type { PreparedChange, SqlSessionState } from '../analysis/session-state.js';
 import type { SessionIdentity } from '../identity/types.js';
 import { decideWithBuiltins } from '../policy/builtin.js';
 import type { Decision, PolicyEngine } from '../policy/decide.js';
@@ -94,6 +94,8 @@ export interface Admission {
   eventId: string;
   /** performance.now() when it was admitted. */
   startedMs: number;
+  /** Prepared names the statement changes, settled by its outcome. */
+  change: PreparedChange | null;
 }
 
 export type Outcome = StatementOutcomeEvent['outcome'];
@@ -265,16 +267,16 @@ export class SessionPipeline {
       return { reason: 'policy', decision };
     }
     this.deps.metrics.pgAllowed.inc();
-    // Applied once admitted: later statements are analyzed in the state this one creates.
-    this.sql.apply(decision.analysis);
     let pending: void | Promise<void>;
     try {
       pending = this.deps.audit.commit(line);
     } catch (error) {
       return this.auditFailed(error as Error);
     }
-    if (!pending) return { eventId: id, startedMs: performance.now() };
-    return pending.then(() => ({ eventId: id, startedMs: performance.now() }), (error: Error) => this.auditFailed(error));
+    // Applied once admitted: later statements are analyzed in the state this one creates.
+    const change = this.sql.apply(decision.analysis);
+    if (!pending) return { eventId: id, startedMs: performance.now(), change };
+    return pending.then(() => ({ eventId: id, startedMs: performance.now(), change }), (error: Error) => this.auditFailed(error));
   }
 
   /**
@@ -335,9 +337,9 @@ export class SessionPipeline {
 
   private async admitHeld(ruling: Ruling, line: string, eventId: string): Promise<Admission> {
     this.deps.metrics.pgAllowed.inc();
-    this.sql.apply(ruling.analysis);
+    const change = this.sql.apply(ruling.analysis);
     await this.deps.audit.commit(line);
-    return { eventId, startedMs: performance.now() };
+    return { eventId, startedMs: performance.now(), change };
   }
 
   /** The signed approve link of a request, for the waiting client to hand on; null when dbward signs no links. */
@@ -360,6 +362,7 @@ export class SessionPipeline {
   /** Appends the outcome of an admitted statement. */
   complete(admission: Admission, outcome: Omit<Outcome, 'duration_ms'>): void {
     const durationMs = performance.now() - admission.startedMs;
+    if (admission.change) this.sql.settle(admission.change, outcome.status);
     this.txnStatements++;
     this.lastFailed = outcome.status !== 'ok';
     if (this.lastFailed) this.txnFailed = true;

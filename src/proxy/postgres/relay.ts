@@ -19,29 +19,19 @@ import { BackendScanner, FrontendReader, type Frame } from './frames.js';
 import { decodeBind, decodeDescribeOrClose, decodeExecute, decodeFunctionCall, decodeParse, decodeQuery, F, showBindParams } from './frontend.js';
 import { ResponseTracker, MASKED_TYPES, TRACKED_TYPES, type OutcomeSink, type Pending, type RowLimit } from './tracker.js';
 import { ResultMasker, type MaskState } from './result-masker.js';
+import { ProtocolNames, type Prepared } from './names.js';
 import { CLEAN } from '../../masking/session.js';
 import type { ApprovalRequest } from '../../approvals/types.js';
 import { approvalError, approvalNotice } from './approval-messages.js';
 
 /** SQL the server rejects in its grammar, before anything runs: the stand-in for a refused message. */
 export const REFUSED_STAND_IN = 'DBWARD REFUSED';
-const MAX_STATEMENTS = 10_000;
-const MAX_PORTALS = 1_000;
 /** Client bytes waiting behind a pending audit write before dbward stops reading the client. */
 const READER_HIGH_WATER = 1024 * 1024;
 /** How long relayed byte counts may wait before they reach the metrics. */
 const BYTES_FLUSH_MS = 1000;
 
 type State = 'relaying' | 'closing' | 'closed';
-
-interface Prepared {
-  text: string;
-  decision: Ruling;
-  /** A bound portal's row cap, shared by all its Executes. */
-  limit?: RowLimit;
-  /** A bound portal's parameters (format codes and values, copied), kept when its statement needs approval. */
-  params?: Buffer;
-}
 
 export interface RelayDeps {
   metrics: Metrics;
@@ -55,8 +45,7 @@ export class PgRelay {
   private readonly reader: FrontendReader;
   private readonly scanner: BackendScanner;
   private readonly tracker = new ResponseTracker();
-  private readonly statements = new Map<string, Prepared>();
-  private readonly portals = new Map<string, Prepared>();
+  private readonly names = new ProtocolNames();
   private out: Buffer[] = [];
   /** Outcomes settled by the server's reply, recorded once the reply is written. */
   private settled: ([Admission, Parameters<OutcomeSink>[0]] | [null, TxStatus, boolean])[] = [];
@@ -83,7 +72,9 @@ export class PgRelay {
   ) {
     this.reader = new FrontendReader(deps.maxMessageBytes);
     this.scanner = new BackendScanner(TRACKED_TYPES, (type, src, start, end, out) => this.tracker.onMessage(type, src, start, end, out));
-    this.tracker.onReady = (status, syncFailed) => {
+    this.tracker.onReady = (status, syncFailed, mark) => {
+      // The transaction is over, and its portals with it (on the server too).
+      if (status === 'I') this.names.idle(mark, this.unexecuted);
       // In order with the outcomes, so the pipeline sees a transaction's statements before its end.
       this.settled.push([null, status, syncFailed]);
       if (this.draining && status === 'I' && this.tracker.depth === 0 && !this.processing) this.state = 'closing';
@@ -191,51 +182,59 @@ export class PgRelay {
         // A statement that needs approval is prepared (that runs nothing); its Execute waits for the approval.
         if (decision.decision.action !== 'allow' && !(decision.decision.action === 'require_approval' && this.pipeline.takesApprovals)) {
           void this.pipeline.admit(stmt, decision); // records the refusal; nothing to wait for
-          this.statements.delete(p.name);
+          this.names.statements.delete(p.name);
           this.pipeline.sql.protocolPrepared(p.name, null);
           return this.substitute(serialize.parse({ name: p.name, text: REFUSED_STAND_IN }), 'parse', refusalError({ reason: 'policy', decision }));
         }
-        remember(this.statements, p.name, { text: p.sql, decision }, MAX_STATEMENTS);
+        const undo = this.names.parsed(p.name, { text: p.sql, decision });
         this.pipeline.sql.protocolPrepared(p.name, decision.analysis);
-        return this.forward(frame, { kind: 'parse' });
+        return this.forward(frame, {
+          kind: 'parse',
+          onOutcome: () => {
+            // Refused or skipped by the server (an outcome here is never ok): the name holds what it held.
+            undo();
+            this.pipeline.sql.protocolPrepared(p.name, this.names.statements.get(p.name)?.decision.analysis ?? null);
+          },
+        });
       }
       case F.Bind: {
         const b = decodeBind(frame.payload);
-        const prepared = this.statements.get(b.statement);
+        const prepared = this.names.statements.get(b.statement);
         if (!prepared) {
           // Not prepared by a Parse dbward saw (a SQL-level PREPARE, or nothing): not bound.
-          this.portals.delete(b.portal);
+          this.unbind(b.portal);
           return this.substitute(serialize.bind({ portal: b.portal, statement: '\u0001dbward-unknown-statement' }), 'bind',
             new PgError('26000', `prepared statement "${b.statement}" does not exist in this dbward session`));
         }
-        const limit = rowLimit(prepared.decision);
-        // An approval is for the statement with these values: they go into the request and its grant's key.
-        const params = prepared.decision.decision.action === 'require_approval' ? Buffer.from(b.params) : undefined;
-        remember(this.portals, b.portal, limit || params ? { ...prepared, ...(limit && { limit }), ...(params && { params }) } : prepared, MAX_PORTALS);
-        return this.forward(frame, { kind: 'bind' });
+        return this.bind(frame, b.portal, prepared, b.params);
       }
       case F.Execute: {
         const e = decodeExecute(frame.payload);
-        const prepared = this.portals.get(e.portal);
+        const prepared = this.names.portals.get(e.portal);
         if (!prepared) {
           // A portal dbward did not see bound: nothing to judge it by, so it does not run.
           return this.substitute(serialize.execute({ portal: '\u0001dbward-unknown-portal' }), 'execute',
             pgErrors.refused(`portal "${e.portal}" does not exist`));
         }
-        const stmt: StatementRequest = { protocol: 'extended', text: prepared.text, portal: e.portal };
-        const bytes = prepared.params;
-        if (bytes) stmt.params = { bytes, show: () => showBindParams(bytes) };
-        return this.admitAndForward(frame, stmt, 'execute', prepared.decision, prepared.limit);
+        const bound = prepared.admission;
+        if (bound) {
+          // The first Execute of a portal runs under the event written when it was bound.
+          prepared.admission = undefined;
+          const ddl = this.pipeline.watchesCatalog && changesCatalog(prepared.decision);
+          return this.afterAdmit(frame, 'execute', bound, performance.now(), prepared.limit, this.maskState(prepared.decision, prepared.text), e.portal, ddl);
+        }
+        return this.admitAndForward(frame, portalStatement(prepared, e.portal), 'execute', prepared.decision, prepared.limit);
       }
       case F.Describe: {
         const d = decodeDescribeOrClose(frame.payload, 'Describe');
-        const prepared = (d.kind === 'S' ? this.statements : this.portals).get(d.name);
+        const prepared = (d.kind === 'S' ? this.names.statements : this.names.portals).get(d.name);
         const mask = prepared && this.maskState(prepared.decision, prepared.text);
         return this.forward(frame, mask ? { kind: 'describe', mask } : { kind: 'describe' });
       }
       case F.Close: {
         const c = decodeDescribeOrClose(frame.payload, 'Close');
-        (c.kind === 'S' ? this.statements : this.portals).delete(c.name);
+        if (c.kind === 'S') this.names.statements.delete(c.name);
+        else this.unbind(c.name);
         if (c.kind === 'S') this.pipeline.sql.protocolPrepared(c.name, null);
         return this.forward(frame, { kind: 'close' });
       }
@@ -262,10 +261,65 @@ export class PgRelay {
     }
   }
 
+  /**
+   * Binds a portal. Binding plans the statement and runs its parameters' input
+   * functions and domain checks, so code may run: the statement event is written
+   * first (and approval sought), and the portal's first Execute runs under it.
+   */
+  private bind(frame: Frame, portal: string, prepared: Prepared, paramBytes: Buffer): Promise<void> | void {
+    const entry: Prepared = { text: prepared.text, decision: prepared.decision };
+    const limit = rowLimit(prepared.decision);
+    if (limit) entry.limit = limit;
+    // An approval is for the statement with these values: they go into the request and its grant's key.
+    if (prepared.decision.decision.action === 'require_approval') entry.params = Buffer.from(paramBytes);
+    const admitted = this.pipeline.admit(portalStatement(entry, portal), prepared.decision);
+    if (!(admitted instanceof Promise)) return this.afterBind(frame, portal, entry, admitted);
+    this.flushUpstream();
+    return admitted.then((a) => this.afterBind(frame, portal, entry, a));
+  }
+
+  private afterBind(frame: Frame, portal: string, entry: Prepared, admitted: Admission | Refusal): void {
+    if ('reason' in admitted) {
+      this.unbind(portal);
+      return this.substitute(serialize.bind({ portal, statement: '\u0001dbward-refused' }), 'bind', refusalError(admitted));
+    }
+    if (this.state !== 'relaying') return this.pipeline.complete(admitted, { status: 'lost', tags: [], rows: null, sqlstate: null });
+    if (changesNames(entry.decision)) this.names.sqlAdmitted(entry.decision.analysis, this.unexecuted);
+    entry.admission = admitted;
+    this.unbind(portal); // a portal bound again under its name replaces the old one
+    const undo = this.names.bound(portal, entry);
+    this.forward(frame, {
+      kind: 'bind',
+      onOutcome: (o) => {
+        // Refused or skipped by the server: the statement did not run, and the name holds what it held.
+        undo();
+        if (entry.admission) this.settled.push([entry.admission, o]);
+        entry.admission = undefined;
+      },
+    });
+  }
+
+  /** Forgets a portal; one bound but never executed gets its outcome now. */
+  private unbind(portal: string): void {
+    const p = this.names.portals.get(portal);
+    if (!p) return;
+    this.names.portals.delete(portal);
+    this.unexecuted(p);
+  }
+
+  /** A portal is gone: its statement event, if no Execute settled it, says it was bound and nothing more. */
+  private readonly unexecuted = (p: Prepared): void => {
+    if (!p.admission) return;
+    this.settled.push([p.admission, { status: 'ok', tags: [], rows: null, sqlstate: null }]);
+    p.admission = undefined;
+  };
+
   /** Admits and forwards a statement; waits only when the audit sink group-commits. */
   private admitAndForward(frame: Frame, stmt: StatementRequest, kind: 'query' | 'execute' | 'fcall',
     decision = this.pipeline.decide(stmt), limit = rowLimit(decision)): Promise<void> | void {
     const t0 = performance.now();
+    // Forgotten before the server sees the statement, whether or not it is admitted: forgetting is always safe.
+    if (changesNames(decision)) this.names.sqlAdmitted(decision.analysis, this.unexecuted);
     const admitted = this.pipeline.admit(stmt, decision);
     const mask = this.maskState(decision, stmt.text);
     const ddl = this.pipeline.watchesCatalog && changesCatalog(decision);
@@ -346,12 +400,18 @@ export class PgRelay {
 
   private forward(frame: Frame, pending: Pending): void {
     this.out.push(frame.raw);
-    this.tracker.push(pending);
+    this.track(pending);
   }
 
   private substitute(standIn: Buffer, kind: Pending['kind'], error: PgError): void {
     this.out.push(standIn);
-    this.tracker.push({ kind, replaceError: error });
+    this.track({ kind, replaceError: error });
+  }
+
+  private track(pending: Pending): void {
+    // What ReadyForQuery answers may end a transaction: the stamp tells which portals ended with it.
+    if (pending.kind === 'sync' || pending.kind === 'query' || pending.kind === 'fcall') pending.mark = this.names.mark;
+    this.tracker.push(pending);
   }
 
   private flushUpstream(): void {
@@ -528,8 +588,20 @@ function writeAll(socket: net.Socket, bufs: Buffer[]): boolean {
   return ok;
 }
 
-function remember<K, V>(map: Map<K, V>, key: K, value: V, max: number): void {
-  map.delete(key);
-  map.set(key, value);
-  if (map.size > max) map.delete(map.keys().next().value as K);
+/** True when a statement string may replace or remove prepared statements or portals (PREPARE, DEALLOCATE, DISCARD, CLOSE). */
+function changesNames(r: Ruling): boolean {
+  if (!r.analysis.ok) return false;
+  for (const s of r.analysis.statements) {
+    const k = s.kinds[0];
+    if (k === 'prepare' || k === 'deallocate' || k === 'discard' || k === 'close') return true;
+  }
+  return false;
+}
+
+/** The statement request of a portal's Bind or Execute. */
+function portalStatement(p: Prepared, portal: string): StatementRequest {
+  const stmt: StatementRequest = { protocol: 'extended', text: p.text, portal };
+  const bytes = p.params;
+  if (bytes) stmt.params = { bytes, show: () => showBindParams(bytes) };
+  return stmt;
 }

@@ -34,6 +34,8 @@ export interface Pending {
   mask?: MaskState;
   /** A Describe dbward sent itself (to learn a portal's columns): its answer is not the client's. */
   internal?: true;
+  /** Requests answered by ReadyForQuery: the relay's stamp, handed back with it. */
+  mark?: number;
 }
 
 /** Rows a statement (or portal) may still send under a limit_rows decision. */
@@ -64,8 +66,11 @@ export class ResponseTracker {
   /** Transaction status from the last ReadyForQuery. */
   txStatus: TxStatus = 'I';
 
-  /** Called for each ReadyForQuery, after the tracker has settled it; `syncFailed`: the server raised an error for the Sync itself (a commit that failed). */
-  onReady: ((status: TxStatus, syncFailed: boolean) => void) | null = null;
+  /**
+   * Called for each ReadyForQuery, after the tracker has settled it; `syncFailed`: the server raised an error
+   * for the Sync itself (a commit that failed); `mark`: the stamp of the request it answers, if known.
+   */
+  onReady: ((status: TxStatus, syncFailed: boolean, mark: number | undefined) => void) | null = null;
   private syncFailed = false;
 
   /** Rewrites results in masked sessions. */
@@ -166,13 +171,15 @@ export class ResponseTracker {
       case T.Ready: {
         this.txStatus = decodeTxStatus(payload);
         this.skipping = false;
+        let mark: number | undefined;
         if (p && (p.kind === 'query' || p.kind === 'fcall' || p.kind === 'sync')) {
           this.shift();
+          mark = p.mark;
           if (p.kind !== 'sync') settle(p, p.sqlstate ? 'error' : 'ok');
         }
         const syncFailed = this.syncFailed;
         this.syncFailed = false;
-        this.onReady?.(this.txStatus, syncFailed);
+        this.onReady?.(this.txStatus, syncFailed, mark);
         return undefined;
       }
       default:

@@ -160,6 +160,21 @@ describe('after startup', () => {
     await stillServes();
   });
 
+  it('tells a client whose backend the server ended only what the server said (one FATAL, no second error)', async () => {
+    const c = await RawPg.login(d.port, 'victim2');
+    open.push(c);
+    c.send(serialize.query('SELECT pg_sleep(10)'));
+    const killer = new pg.Client({ host: '127.0.0.1', port: 5432, database: 'test', user: 'root' });
+    await killer.connect();
+    await expect.poll(async () => (await killer.query("SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name LIKE 'dbward:victim2%' AND state = 'active'")).rows[0].n).toBe(1);
+    await killer.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name LIKE 'dbward:victim2%'");
+    await killer.end();
+    expect(await c.closedWithin(5000)).toBe(true);
+    const errors = c.messages.filter((m) => m.name === 'error');
+    expect(errors.map((e) => e.code)).toEqual(['57P01']);
+    await stillServes();
+  });
+
   it('does nothing for a forged cancel key', async () => {
     const c = await RawPg.login(d.port);
     open.push(c);

@@ -47,6 +47,15 @@ describe('psql through dbward', () => {
     expect(events.some((e) => e.type === 'session_start' && e.session === stmt!.session)).toBe(true);
   });
 
+  it('keeps the client_encoding the client asked for at startup, and refuses one the parser would misread', async () => {
+    const latin1 = await psql(cs, ['-Atc', "SELECT current_setting('client_encoding'), length(convert_from('\\xe9'::bytea, 'LATIN1'))"], { env: { PGCLIENTENCODING: 'LATIN1' } });
+    expect(latin1.stderr).toBe('');
+    expect(latin1.stdout.trim()).toBe('LATIN1|1');
+    const sjis = await psql(cs, ['-Atc', 'SELECT 1'], { env: { PGCLIENTENCODING: 'SJIS' } });
+    expect(sjis.code).not.toBe(0);
+    expect(sjis.stderr).toMatch(/client_encoding/);
+  });
+
   it('runs \\d meta-commands', async () => {
     const r = await psql(cs, ['-c', '\\d it_psql.items']);
     expect(r.code).toBe(0);

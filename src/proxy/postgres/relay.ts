@@ -522,7 +522,8 @@ export class PgRelay {
   private upstreamGone(): void {
     if (this.state === 'relaying') {
       this.deps.log.warn({ session: this.pipeline.id }, 'upstream connection closed');
-      this.writeClient(errorResponse(pgErrors.upstreamLost()));
+      // A server that ended the session with a FATAL has said why; a second error would only confuse.
+      if (!this.tracker.serverEnded) this.writeClient(errorResponse(pgErrors.upstreamLost()));
       this.client.end();
     }
     this.shutdown('upstream_lost');

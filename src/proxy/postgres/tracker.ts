@@ -65,6 +65,8 @@ export class ResponseTracker {
   private skipping = false;
   /** Transaction status from the last ReadyForQuery. */
   txStatus: TxStatus = 'I';
+  /** The server sent a FATAL (or PANIC) error: it is ending the session and has told the client why. */
+  serverEnded = false;
 
   /**
    * Called for each ReadyForQuery, after the tracker has settled it; `syncFailed`: the server raised an error
@@ -195,8 +197,11 @@ export class ResponseTracker {
   }
 
   private onError(p: Pending | undefined, payload: Buffer): Buffer | undefined {
+    const fields = decodeErrorFields(payload);
+    const severity = fields.get('V') ?? fields.get('S');
+    if (severity === 'FATAL' || severity === 'PANIC') this.serverEnded = true;
     if (!p) return undefined; // asynchronous error (e.g. FATAL on shutdown): pass it on
-    const sqlstate = decodeErrorFields(payload).get('C') ?? 'XX000';
+    const sqlstate = fields.get('C') ?? 'XX000';
     const replacement = p.replaceError ? errorResponse(p.replaceError) : this.masker?.scrubError(p.mask, 0x45, payload);
     if (p.kind === 'query' || p.kind === 'fcall') {
       p.sqlstate = p.replaceError?.sqlstate ?? sqlstate;

@@ -254,8 +254,23 @@ function login(socket: net.Socket, ep: UpstreamEndpoint, params: Record<string, 
     socket.on('data', onData);
     socket.on('error', onError);
     socket.on('close', onClose);
-    socket.write(serialize.startup({ ...params, user: ep.user, database: ep.database }));
+    socket.write(startupMessage({ ...params, user: ep.user, database: ep.database }));
   });
+}
+
+/**
+ * A protocol 3.0 StartupMessage with exactly these parameters. pg-protocol's
+ * `serialize.startup` appends `client_encoding=UTF8` after them, and the server
+ * keeps the last value: a client that asked for another encoding would get UTF8.
+ */
+export function startupMessage(params: Record<string, string>): Buffer {
+  const parts: Buffer[] = [Buffer.alloc(8)];
+  for (const [k, v] of Object.entries(params)) parts.push(Buffer.from(`${k}\0${v}\0`, 'utf8'));
+  parts.push(Buffer.from([0]));
+  const msg = Buffer.concat(parts);
+  msg.writeInt32BE(msg.length, 0);
+  msg.writeInt32BE(0x30000, 4);
+  return msg;
 }
 
 /** Maps an upstream login failure to what the client is told: retryable states pass through. */

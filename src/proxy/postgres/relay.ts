@@ -214,7 +214,7 @@ export class PgRelay {
         if (!prepared) {
           // A portal dbward did not see bound: nothing to judge it by, so it does not run.
           return this.substitute(serialize.execute({ portal: '\u0001dbward-unknown-portal' }), 'execute',
-            pgErrors.refused(`portal "${e.portal}" does not exist`));
+            new PgError('34000', `portal "${e.portal}" does not exist`));
         }
         const bound = prepared.admission;
         if (bound) {

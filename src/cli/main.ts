@@ -35,6 +35,13 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(HELP);
     return command ? 0 : 2;
   }
+  // `dbward audit verify --help`: the command's own usage, whatever follows it.
+  const asksHelp = rest.includes('--help') || rest.includes('-h');
+  if (asksHelp && (command === 'start' || command === 'dev')) {
+    process.stdout.write(HELP);
+    return 0;
+  }
+  if (asksHelp && (command === 'policy' || command === 'audit')) rest.splice(0, rest.length, 'help');
   if (command === '--version' || command === '-v') {
     const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
     process.stdout.write(`dbward ${pkg.version}\n`);

@@ -128,6 +128,12 @@ function filesOf(d: string): string[] {
 }
 
 describe('dbward audit verify', () => {
+  it('prints its usage for --help after the subcommand, and exits 0', async () => {
+    const r = await audit('verify', '--help');
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain('dbward audit verify [PATH...]');
+  });
+
   it('passes an untouched trail with the config defaults (files, key, head) and exits 0', async () => {
     const r = await audit('verify', '-c', config);
     expect(r.stderr).toBe('');

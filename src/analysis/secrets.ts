@@ -1,9 +1,11 @@
 // Credentials in SQL text, so that the audit trail never records one: which names and
 // strings carry a credential (the analyzer marks such statements `secret`), and
-// scrubbing, which replaces each credential-bearing literal with '***'. The scanner
-// reads text as PostgreSQL's lexer does with standard_conforming_strings on (dbward
-// refuses sessions that turn it off), looks at each character a bounded number of
-// times and uses no backtracking regex on unbounded spans: hostile text costs linear time.
+// scrubbing, which replaces each credential-bearing literal with '***' (in text that
+// does not parse, a value out of quotes too, and what the parser's error quotes of
+// it). The scanner reads text as PostgreSQL's lexer does with standard_conforming_strings
+// on (dbward refuses sessions that turn it off), looks at each character a bounded
+// number of times and uses no backtracking regex on unbounded spans: hostile text costs
+// linear time.
 
 // Option and setting names whose value is a credential: password, sslpassword,
 // odbc_pwd, client_secret... `passfile` names a file, not a credential.
@@ -32,13 +34,39 @@ export function mentionsCredential(s: string): boolean {
   return MENTION.test(s) || URI_PASSWORD.test(s);
 }
 
+// A credential name anywhere in a text: CREDENTIAL_NAME without its anchor.
+const CREDENTIAL_WORD = /passw(?:or)?d|pwd|secret/i;
+
+/**
+ * `message`, an error about a text that does not parse (libpg_query's `syntax error at
+ * or near "..."`), fit to record beside the scrubbed text: when `text` may carry a
+ * credential, what the message quotes or puts in parentheses becomes ***.
+ */
+export function scrubMessage(text: string, message: string): string {
+  if (typeof message !== 'string') return '';
+  // The quoted token may be the very credential the scrubber removed from the text, or
+  // a part of it that the scrubber cannot tell apart: drop it whenever one may be there.
+  if (typeof text === 'string' && !CREDENTIAL_WORD.test(text) && !URI_PASSWORD.test(text)) return message;
+  return between(between(message, '"', '"'), '(', ')');
+}
+
+/** `m` with everything from the first `open` to the last `close` replaced by ***. */
+function between(m: string, open: string, close: string): string {
+  const from = m.indexOf(open);
+  if (from < 0) return m;
+  const to = m.lastIndexOf(close);
+  return `${m.slice(0, from + 1)}***${to > from ? m.slice(to) : close}`;
+}
+
 /**
  * `text` with credentials replaced by '***', for a text the parser could not read:
- * the literal after a credential name (PASSWORD 'x', OPTIONS (password 'x'), SET
- * x.password = 'x'; any quoting), every literal or comment that mentions a password
- * (a connection string with password=), and the literal after one of these. Where the
- * text may have been written for backslash escapes, a replaced literal runs to the
- * later of the two possible ends. Never throws.
+ * the value after a credential name (PASSWORD 'x', OPTIONS (password 'x'), SET
+ * x.password = 'x'; any quoting, unterminated, or out of quotes), every literal or
+ * comment that mentions a password (a connection string with password=), and the
+ * literal after one of these. A value out of quotes runs to the next `,`, `)` or `;`:
+ * a password typed without quotes may hold anything. Where the text may have been
+ * written for backslash escapes, a replaced literal runs to the later of the two
+ * possible ends. Never throws.
  */
 export function scrubSecrets(text: string): string {
   return typeof text === 'string' ? scrub(text, true) : '';
@@ -60,11 +88,18 @@ const IDENT = /[A-Za-z_\u0080-\uffff][A-Za-z0-9_$\u0080-\uffff]*/y;
 const DOLLAR_TAG = /\$(?:[A-Za-z_\u0080-\uffff][A-Za-z0-9_\u0080-\uffff]*)?\$/y;
 
 /**
- * What the scanner expects next: `secret`, a literal that holds a credential (after a
- * credential name, or continuing one); `value`, after `name =`, a literal or a bare
+ * What the scanner expects next. `set`: after SET (and SESSION, LOCAL or a qualifier),
+ * a setting's name. `name`: after a credential name, its value; `setting`: the same
+ * after SET, where TO also introduces the value. `secret`: a literal here continues a
+ * credential (after one, or after a `,`). `value`: after `name =`, a literal or a bare
  * value that is a credential.
  */
-type Next = 'plain' | 'secret' | 'value';
+type Next = 'plain' | 'set' | 'name' | 'setting' | 'secret' | 'value';
+
+/** Whether a literal read next is a credential. */
+function pending(next: Next): boolean {
+  return next !== 'plain' && next !== 'set';
+}
 
 function scrub(text: string, tolerant: boolean): string {
   const n = text.length;
@@ -123,7 +158,7 @@ function scrub(text: string, tolerant: boolean): string {
         end = quotedEnd(text, open, escapes);
         body = text.slice(open + 1, end);
       }
-      if (next === 'plain' && !mentionsCredential(body)) {
+      if (!pending(next) && !mentionsCredential(body)) {
         i = end;
         continue;
       }
@@ -139,40 +174,80 @@ function scrub(text: string, tolerant: boolean): string {
       // A value out of quotes: `ALTER SYSTEM SET app.password = hunter2`. Text that parses
       // keeps parsing: only a whole identifier or number becomes a literal, never a
       // function's name or a parameter, and one that does not is read again as itself.
-      end = c === DQUOTE ? quotedEnd(text, i, false) : tolerant ? bareEnd(text, i) : tokenEnd(text, i, id);
-      if (tolerant || (end > i && valueEnds(text, end) && id?.toLowerCase() !== 'default')) {
+      end = tolerant ? valueEnd(text, i) : c === DQUOTE ? quotedEnd(text, i, false) : tokenEnd(text, i, id);
+      if (tolerant ? end > i : end > i && valueEnds(text, end) && id?.toLowerCase() !== 'default') {
         replace(i, end, tolerant ? '***' : "'***'");
-        next = 'secret';
+        next = tolerant ? 'plain' : 'secret';
         i = end;
         continue;
       }
       next = 'plain';
+    } else if (tolerant && (next === 'name' || next === 'setting') && bareValue(c, id)) {
+      // `PASSWORD hunter2`, `PASSWORD "hunter2"`: typos the parser refuses, which must
+      // not put the password in the trail all the same.
+      end = valueEnd(text, i);
+      replace(i, end, '***');
+      next = 'plain';
+      i = end;
+      continue;
     }
 
     // A quoted identifier ("password" or U&"..."): a name like any other.
     const from = c === DQUOTE ? i : (id === 'u' || id === 'U') && c1 === 0x26 && text.charCodeAt(i + 2) === DQUOTE ? i + 2 : -1;
     if (from >= 0) {
       end = quotedEnd(text, from, false);
-      next = word(text.slice(from + 1, end), next);
+      next = word(text.slice(from + 1, end), next, tolerant, text.charCodeAt(end) === 0x2e);
       i = end;
     } else if (id !== undefined) {
-      next = word(id, next);
+      next = word(id, next, tolerant, text.charCodeAt(i + id.length) === 0x2e);
       i += id.length;
     } else {
-      // `name = 'x'` and `f('app.password', 'x')` keep a credential pending.
-      if (c === 0x3d && next !== 'plain') next = 'value';
-      else if (c !== 0x2c) next = 'plain';
+      // `name = 'x'` and `f('app.password', 'x')` keep a credential pending; so does
+      // the `.` of a qualified setting name.
+      if (c === 0x3d && pending(next)) next = 'value';
+      else if (c === 0x2c) next = pending(next) ? 'secret' : 'plain';
+      else if (c !== 0x2e || next !== 'set') next = 'plain';
       i++;
     }
   }
   return copied === 0 ? text : out + text.slice(copied);
 }
 
-/** What a word (identifier or keyword) makes of a pending credential. */
-function word(w: string, next: Next): Next {
-  if (credentialName(w)) return 'secret';
-  if (next !== 'plain' && w.toLowerCase() === 'to') return 'secret';
+/**
+ * What a word (identifier or keyword) makes of a pending credential. `qualifier`: a
+ * `.` follows it, so a setting's name goes on.
+ */
+function word(w: string, next: Next, tolerant: boolean, qualifier: boolean): Next {
+  if (credentialName(w)) return next === 'set' ? 'setting' : 'name';
+  const lower = w.toLowerCase();
+  // `SET app.password TO x` names its value; `RENAME COLUMN password TO x` does not,
+  // and text that parses must keep parsing.
+  if (lower === 'to' && (next === 'name' || next === 'setting' || next === 'secret')) return tolerant || next === 'setting' ? 'value' : 'secret';
+  if (lower === 'set') return 'set';
+  if (next === 'set' && (qualifier || lower === 'session' || lower === 'local')) return 'set';
   return 'plain';
+}
+
+// Words read as SQL, not as a password typed out of quotes, right after a credential
+// name: PostgreSQL's reserved keywords (`SELECT password FROM users`, `PASSWORD NULL`)
+// and the operators spelled as words that may follow a column.
+const NOT_A_VALUE: ReadonlySet<string> = new Set([
+  'all', 'analyse', 'analyze', 'and', 'any', 'array', 'as', 'asc', 'asymmetric', 'between', 'both', 'case', 'cast',
+  'check', 'collate', 'column', 'constraint', 'create', 'cross', 'current_catalog', 'current_date', 'current_role',
+  'current_time', 'current_timestamp', 'current_user', 'default', 'deferrable', 'desc', 'distinct', 'do', 'else', 'end',
+  'except', 'false', 'fetch', 'for', 'foreign', 'from', 'full', 'grant', 'group', 'having', 'ilike', 'in', 'initially',
+  'inner', 'intersect', 'into', 'is', 'isnull', 'join', 'lateral', 'leading', 'left', 'like', 'limit', 'localtime',
+  'localtimestamp', 'natural', 'not', 'notnull', 'null', 'offset', 'on', 'only', 'or', 'order', 'outer', 'overlaps',
+  'placing', 'primary', 'references', 'returning', 'right', 'select', 'session_user', 'similar', 'some', 'symmetric',
+  'system_user', 'table', 'then', 'to', 'trailing', 'true', 'union', 'unique', 'user', 'using', 'variadic', 'when',
+  'where', 'window', 'with',
+]);
+
+/** Whether what starts at `c` (the word `id`, if one) after a credential name is its value, out of quotes. */
+function bareValue(c: number, id: string | undefined): boolean {
+  // `,` `;` `(` `)` end or call, `=` introduces the value, and comments were skipped.
+  if (c === 0x2c || c === 0x3b || c === 0x28 || c === 0x29 || c === 0x3d) return false;
+  return id === undefined || !NOT_A_VALUE.has(id.toLowerCase());
 }
 
 function identStart(c: number): boolean {
@@ -239,13 +314,43 @@ function valueEnds(text: string, at: number): boolean {
   return i === text.length || c === 0x2c || c === 0x3b || c === 0x29;
 }
 
-/** End of a bare value: up to white space, a quote or a delimiter. */
-function bareEnd(text: string, at: number): number {
+/**
+ * End of a value out of quotes at `at` in text that does not parse: up to the next `,`,
+ * `;` or unmatched `)` outside quotes and comments, white space before it left out.
+ */
+function valueEnd(text: string, at: number): number {
+  const n = text.length;
+  let depth = 0;
   let i = at;
-  while (i < text.length) {
+  while (i < n) {
     const c = text.charCodeAt(i);
-    if (isSpace(c) || c === QUOTE || c === DQUOTE || c === 0x3b || c === 0x2c || c === 0x29 || c === 0x28) break;
+    const c1 = text.charCodeAt(i + 1);
+    if (c === QUOTE) {
+      i = Math.max(quotedEnd(text, i, false), quotedEnd(text, i, true));
+      continue;
+    }
+    if (c === DQUOTE) {
+      i = quotedEnd(text, i, false);
+      continue;
+    }
+    if (c === DOLLAR) {
+      DOLLAR_TAG.lastIndex = i;
+      const tag = DOLLAR_TAG.exec(text)?.[0];
+      if (tag !== undefined) {
+        const close = text.indexOf(tag, i + tag.length);
+        i = close < 0 ? n : close + tag.length;
+        continue;
+      }
+    } else if ((c === 0x2d && c1 === 0x2d) || (c === 0x2f && c1 === 0x2a)) {
+      i = c === 0x2d ? lineEnd(text, i) : commentEnd(text, i);
+      continue;
+    } else if (c === 0x28) depth++;
+    else if (c === 0x29) {
+      if (depth === 0) break;
+      depth--;
+    } else if ((c === 0x2c || c === 0x3b) && depth === 0) break;
     i++;
   }
-  return i === at ? at + 1 : i;
+  while (i > at && isSpace(text.charCodeAt(i - 1))) i--;
+  return i;
 }

@@ -5,6 +5,7 @@
 
 import { randomFillSync } from 'node:crypto';
 import type { Analysis } from '../analysis/facts.js';
+import { scrubMessage } from '../analysis/secrets.js';
 import type { Decision } from '../policy/decide.js';
 import { type AuditEvent, type ClientRecord, type IdentityRecord, type StatementEvent, type StatementOutcomeEvent, type TargetRecord } from './events.js';
 
@@ -78,8 +79,10 @@ export class SessionFragments {
   /** The statement event line and its id. */
   statement(protocol: StatementEvent['protocol'], statement: StatementEvent['statement'], decision: Decision, analysis?: Analysis): { id: string; line: string } {
     const id = eventId();
+    // The parser's error quotes the text, and a refusal quotes the error: both are scrubbed as the text is.
+    const decisionJson = analysis && !analysis.ok ? this.failedDecisionJson(decision, statement.text) : this.decisionJson(decision);
     const line = `{"v":1,"id":"${id}","time":"${timeNow()}${this.statementHead(protocol)}${this.statementJson(statement, analysis)}`
-      + `,"decision":${this.decisionJson(decision)}${analysis ? analysisJson(analysis) : ''}}`;
+      + `,"decision":${decisionJson}${analysis ? analysisJson(analysis, statement.text) : ''}}`;
     return { id, line };
   }
 
@@ -144,17 +147,32 @@ export class SessionFragments {
   private decisionJson(d: Decision): string {
     let json = this.decisions.get(d);
     if (json === undefined) {
-      json = JSON.stringify({
-        action: d.action, rules: d.ruleIds, default: d.default,
-        ...(d.message !== undefined ? { message: d.message } : {}), ...(d.limitRows !== undefined ? { limit_rows: d.limitRows } : {}),
-      });
+      json = decisionRecord(d, d.message);
       this.decisions.set(d, json);
     }
     return json;
   }
+
+  /**
+   * The decision on a text that does not parse. Its message may quote the text (the
+   * refusal quotes the parser's error), so it is scrubbed as the error is: a policy
+   * rule's own message too, when the text may hold a credential (fail closed).
+   */
+  private failedDecisionJson(d: Decision, text: string): string {
+    const message = d.message === undefined ? undefined : scrubMessage(text, d.message);
+    // Not cached: the same Decision about another text may need no scrubbing.
+    return message === d.message ? this.decisionJson(d) : decisionRecord(d, message);
+  }
 }
 
 const MAX_CACHED_TAGS = 64;
+
+function decisionRecord(d: Decision, message: string | undefined): string {
+  return JSON.stringify({
+    action: d.action, rules: d.ruleIds, default: d.default,
+    ...(message !== undefined ? { message } : {}), ...(d.limitRows !== undefined ? { limit_rows: d.limitRows } : {}),
+  });
+}
 
 const textFactsCache = new WeakMap<Analysis, TextFacts>();
 
@@ -170,17 +188,19 @@ function textFacts(analysis: Analysis & { ok: true }): TextFacts {
 /** The facts part of a statement line, by analysis: analyses are shared through the analysis cache, so each is serialized once. */
 const analysisJsons = new WeakMap<Analysis, string>();
 
-/** `,"facts":[...]` or `,"analysis_error":"..."` for a statement line. */
-export function analysisJson(a: Analysis): string {
+/**
+ * `,"facts":[...]` for a statement line, or `,"analysis_error":"..."` for `text` that
+ * does not parse: the parser's error quotes the text, so it is scrubbed as the text is.
+ */
+export function analysisJson(a: Analysis, text: string): string {
+  if (!a.ok) return `,"analysis_error":${JSON.stringify(scrubMessage(text, a.error))}`;
   let json = analysisJsons.get(a);
   if (json === undefined) {
-    json = a.ok
-      ? `,"facts":${JSON.stringify(a.statements.map((f) => ({
-        kinds: f.kinds, reads: f.reads.map((t) => t.name), writes: f.writes.map((t) => t.name),
-        columns: [...new Set(f.columns.map((c) => (c.table === null ? c.column : `${c.table}.${c.column}`)))],
-        functions: f.functions, flags: f.flags,
-      })))}`
-      : `,"analysis_error":${JSON.stringify(a.error)}`;
+    json = `,"facts":${JSON.stringify(a.statements.map((f) => ({
+      kinds: f.kinds, reads: f.reads.map((t) => t.name), writes: f.writes.map((t) => t.name),
+      columns: [...new Set(f.columns.map((c) => (c.table === null ? c.column : `${c.table}.${c.column}`)))],
+      functions: f.functions, flags: f.flags,
+    })))}`;
     analysisJsons.set(a, json);
   }
   return json;

@@ -1,13 +1,18 @@
 // Secrets never reach the trail, against the real PostgreSQL: a role password
-// is recorded normalized, an unparsable text with a password is scrubbed, and
+// is recorded normalized, an unparsable text with a password is scrubbed (its
+// parse error and refusal message too, and nothing of it reaches dbward's log), and
 // with audit.redact_literals every literal goes; fingerprints group texts.
 
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
+import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startTestDaemon, testAuditConfig, type TestDaemon } from '../helpers/dbward.js';
+import { defaultApprovals } from '../../src/config/build.js';
+import type { Config } from '../../src/config/types.js';
+import { startDaemon } from '../../src/daemon.js';
+import { pgTarget, startTestDaemon, testAuditConfig, type TestDaemon } from '../helpers/dbward.js';
 import { PG, requirePostgres } from '../helpers/services.js';
 
 type Event = Record<string, any>;
@@ -89,5 +94,91 @@ describe('audit.redact_literals', () => {
     } finally {
       await d.stop();
     }
+  });
+});
+
+describe('a password in a text that does not parse', () => {
+  // Realistic typos: no quotes, the wrong quotes, a quote left open; and the other
+  // forms that carry a credential. Each holds MARK, which must appear nowhere.
+  const MARK = `Zq9w${process.pid}`;
+  const TEXTS = [
+    `ALTER ROLE hx1 PASSWORD ${MARK}NoQuotes`,
+    `CREATE USER hx9 PASSWORD "${MARK}DoubleQuoted"`,
+    `CREATE ROLE hx7 PASSWORD '${MARK}Unterminated`,
+    `ALTER USER hx2 WITH ENCRYPTED PASSWORD ${MARK}-dash VALID UNTIL 'infinity'`,
+    `CREATE ROLE hx3 LOGIN PASSWORD $$${MARK}Dollar`,
+    `CREATE USER MAPPING FOR hx4 SERVER s OPTIONS (user 'hx4', password ${MARK}Mapping)`,
+    `CREATE USER MAPPING FOR hx4 SERVER s OPTIONS (password '${MARK}Open`,
+    `CREATE SUBSCRIPTION hx5 CONNECTION 'host=db password=${MARK}Sub' PUBLICATON p`,
+    `CREATE SUBSCRIPTION hx5 CONNECTION 'host=db password=${MARK}Sub PUBLICATION p`,
+    `SELECT set_config('app.password', '${MARK}SetConfig', false`,
+    `SET app.password TO "${MARK}Set" oops`,
+    `SELECT dblink_connect('host=db password=${MARK}Dblink' oops`,
+    `SELECT dblink_connect(host=db password=${MARK}Dblink)`,
+  ];
+  let dir: string;
+  let auditPath: string;
+  const logs: string[] = [];
+  const refusals: string[] = [];
+
+  beforeAll(async () => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dbward-redact-'));
+    auditPath = path.join(dir, 'audit.jsonl');
+    const policyPath = path.join(dir, 'policy.yaml');
+    fs.writeFileSync(policyPath, 'default: allow\n');
+    const config: Config = {
+      source: '(test)',
+      listeners: [{ name: 'pg', engine: 'postgres', host: '127.0.0.1', port: 0, requireTls: false, allowPlaintextToken: false }],
+      targets: [pgTarget()],
+      identity: { mode: 'unverified' },
+      policy: { paths: [policyPath], watch: false },
+      audit: testAuditConfig(auditPath, dir),
+      masking: { hashKey: null, catalogMaxAgeMs: 30_000 },
+      approvals: defaultApprovals(),
+      admin: { host: '127.0.0.1', port: 0, auditGroups: [] },
+      limits: { maxMessageBytes: 64 * 1024 * 1024, maxStartupBytes: 10_000, startupTimeoutMs: 5_000 },
+      log: { level: 'trace' },
+      shutdown: { drainTimeoutMs: 2_000 },
+    };
+    // Everything dbward logs, at its most verbose.
+    const log = pino({ level: 'trace' }, { write: (line: string) => void logs.push(line) });
+    const daemon = await startDaemon(config, { log });
+    try {
+      const c = new pg.Client({ host: '127.0.0.1', port: daemon.ports.pg!, database: PG.database, user: 'redact' });
+      await c.connect();
+      let n = 0;
+      for (const text of TEXTS) {
+        // Simple protocol, then extended (a named Parse).
+        for (const query of [text, { name: `p${n++}`, text }]) {
+          await c.query(query).then(() => refusals.push('(ran)'), (e: Error & { code?: string }) => refusals.push(`${e.code}`));
+        }
+      }
+      await c.end();
+      for (let i = 0; i < 200 && !fs.readFileSync(auditPath, 'utf8').includes('"session_end"'); i++) await new Promise((r) => setTimeout(r, 10));
+    } finally {
+      await daemon.stop();
+    }
+  });
+
+  it('refuses each of them, in both protocols', () => {
+    expect(refusals).toEqual(TEXTS.flatMap(() => ['42501', '42501']));
+  });
+
+  it('records each, scrubbed, with no trace of the password anywhere in the trail', () => {
+    const trail = fs.readFileSync(auditPath, 'utf8');
+    const events = trail.split('\n').filter(Boolean).map((l) => JSON.parse(l) as Event);
+    const statements = events.filter((e) => e.type === 'statement');
+    expect(statements).toHaveLength(TEXTS.length * 2);
+    for (const e of statements) {
+      expect(e.decision.action).toBe('deny');
+      expect(e.statement.redacted).toBe(true);
+      expect(e.analysis_error).toEqual(expect.any(String));
+    }
+    expect(trail).not.toContain(MARK);
+  });
+
+  it('logs nothing of the password', () => {
+    expect(logs.length).toBeGreaterThan(0);
+    expect(logs.join('')).not.toContain(MARK);
   });
 });

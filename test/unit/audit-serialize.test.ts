@@ -4,7 +4,10 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { Ajv } from 'ajv';
-import { describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { analyzePg, loadPgParser } from '../../src/analysis/pg/analyze.js';
+import { normalizePg } from '../../src/analysis/pg/normalize.js';
+import { scrubSecrets } from '../../src/analysis/secrets.js';
 import {
   isoMicros,
   type ClientRecord,
@@ -15,6 +18,8 @@ import {
 } from '../../src/audit/events.js';
 import { eventId, eventLine, numberJson, SessionFragments, timeNow } from '../../src/audit/serialize.js';
 import type { Decision } from '../../src/policy/decide.js';
+import { policyFromTexts } from '../../src/policy/load.js';
+import { DEFAULT_CTX } from '../fixtures/pg-statements.js';
 
 const schema = JSON.parse(fs.readFileSync(path.resolve(import.meta.dirname, '../../schemas/audit-event.schema.json'), 'utf8'));
 const validate = new Ajv({ allErrors: true }).compile(schema);
@@ -190,6 +195,68 @@ describe('decision cache', () => {
     const d = Object.freeze({ action: 'allow', ruleIds: [], default: true }) as Decision;
     const parsed = JSON.parse(fragments.statement('simple', { text: 'SELECT 1' }, d).line) as StatementEvent;
     expect(parsed.decision).toStrictEqual({ action: 'allow', rules: [], default: true });
+  });
+});
+
+describe('a statement that does not parse', () => {
+  // As the daemon records texts, and as its policy refuses what it cannot parse.
+  const texts = { normalize: normalizePg, scrub: scrubSecrets, redactLiterals: false };
+  const engine = policyFromTexts([{ file: 'p.yaml', text: 'default: allow\n' }]);
+  const who = { subject: 's', user: 'alice', groups: [], kind: 'human', issuer: 'i', claims: {}, expiresAt: 4102444800, verified: true } as const;
+  const where = { name: 'app', engine: 'postgres', database: 'app', environment: 'prod', labels: {} } as const;
+  const SECRET = 'Secr3t-Zq9';
+
+  beforeAll(async () => {
+    await loadPgParser();
+  });
+
+  const record = (text: string): { line: string; event: StatementEvent } => {
+    const analysis = analyzePg(text, DEFAULT_CTX);
+    expect(analysis.ok).toBe(false);
+    const decision = engine.decide({ ...who, groups: [...who.groups] }, { ...where }, analysis);
+    const line = new SessionFragments(SESSION, IDENTITY, TARGET, CLIENT, texts).statement('simple', { text }, decision, analysis).line;
+    return { line, event: JSON.parse(line) as StatementEvent };
+  };
+
+  it.each([
+    `ALTER ROLE app PASSWORD ${SECRET}`,
+    `CREATE USER app PASSWORD "${SECRET}"`,
+    `CREATE ROLE app PASSWORD '${SECRET}`,
+    `CREATE USER MAPPING FOR app SERVER s OPTIONS (password ${SECRET})`,
+    `CREATE SUBSCRIPTION s CONNECTION 'host=db password=${SECRET} PUBLICATION p`,
+    `SET app.password TO "${SECRET}" oops`,
+    `SELECT dblink_connect(host=db password=${SECRET})`,
+  ])('keeps the password of %s out of the whole line', (text) => {
+    const { line, event } = record(text);
+    expect(line).not.toContain(SECRET);
+    expect(event.statement.redacted).toBe(true);
+    expect(event.decision).toMatchObject({ action: 'deny', rules: [] });
+    expect(event.decision.message).toMatch(/^statement could not be parsed: /);
+    expect(event.analysis_error).toMatch(/\S/);
+    expectSchemaValid(event);
+  });
+
+  it('says where the parser stopped, without the token it stopped at', () => {
+    const { event } = record(`ALTER ROLE app PASSWORD ${SECRET}`);
+    expect(event.statement.text).toBe('ALTER ROLE app PASSWORD ***');
+    expect(event.analysis_error).toBe('syntax error at or near "***"');
+    expect(event.decision.message).toBe('statement could not be parsed: syntax error at or near "***"');
+  });
+
+  it('scrubs the message of any decision on such a text, not only the refusal', () => {
+    const fragments = new SessionFragments(SESSION, IDENTITY, TARGET, CLIENT, texts);
+    const d: Decision = { action: 'require_approval', ruleIds: ['unparsable-needs-dba'], default: false, message: 'a DBA must look (near "x")' };
+    const line = (text: string): StatementEvent => JSON.parse(fragments.statement('simple', { text }, d, analyzePg(text, DEFAULT_CTX)).line) as StatementEvent;
+    expect(line(`ALTER ROLE app PASSWORD ${SECRET}`).decision.message).toBe('a DBA must look (***)');
+    // The same Decision again, about a text without credentials: not a cached scrubbed copy.
+    expect(line('SELECT name FRM users').decision.message).toBe('a DBA must look (near "x")');
+  });
+
+  it('records the error about a text without credentials as the parser gave it', () => {
+    const { event } = record('SELECT name FRM users');
+    expect(event.statement).toStrictEqual({ text: 'SELECT name FRM users' });
+    expect(event.analysis_error).toBe('syntax error at or near "users"');
+    expect(event.decision.message).toBe('statement could not be parsed: syntax error at or near "users"');
   });
 });
 

@@ -1,12 +1,13 @@
 // Statements that carry a credential are marked `secret`, and no credential reaches the
 // audit trail: not through the normalized text of a statement that parses, nor through
-// scrubSecrets for one that does not. Every credential below is `hunter2`.
+// scrubSecrets for one that does not, nor through the parser's error about it
+// (scrubMessage). Every credential below is `hunter2`.
 
 import { beforeAll, describe, expect, it } from 'vitest';
 import { analyzePg, loadPgParser } from '../../src/analysis/pg/analyze.js';
 import { fingerprintPg, normalizePg } from '../../src/analysis/pg/normalize.js';
 import { pgFingerprint } from '../../src/analysis/pg/parser.js';
-import { scrubParsedSecrets, scrubSecrets } from '../../src/analysis/secrets.js';
+import { scrubMessage, scrubParsedSecrets, scrubSecrets } from '../../src/analysis/secrets.js';
 import type { StatementFacts } from '../../src/analysis/facts.js';
 import { PG_HOSTILE_STATEMENTS } from '../fixtures/pg-hostile-statements.js';
 import { DEFAULT_CTX } from '../fixtures/pg-statements.js';
@@ -62,6 +63,11 @@ const SECRET: readonly string[] = [
   'ALTER SYSTEM SET app.password = hunter2',
   'ALTER ROLE app IN DATABASE db SET app.password = "hunter2"',
   'ALTER DATABASE db SET app.api_secret = 12345678; SELECT 1',
+  // ALTER ROLE/DATABASE ... SET keep a value out of quotes as written: TO names it as = does.
+  'ALTER ROLE app SET app.password TO hunter2',
+  'ALTER DATABASE db SET app.password TO hunter2',
+  'ALTER FUNCTION f() SET app.password TO hunter2',
+  'SET LOCAL app.password TO hunter2',
   "SELECT set_config('app.password', 'hunter2', false)",
 ];
 
@@ -126,6 +132,10 @@ describe('scrubParsedSecrets (text that parses)', () => {
     'ALTER TABLE users ADD COLUMN password_hash text NOT NULL DEFAULT \'\'',
     'CREATE INDEX ON users (password)',
     'UPDATE users SET password = DEFAULT;',
+    // TO after a setting's name introduces its value; after other names it does not.
+    'GRANT SET ON PARAMETER app.password TO app',
+    "ALTER TABLE users ALTER COLUMN password SET DEFAULT 'x'",
+    'UPDATE t SET a = 1, password_hash = 2 WHERE x = 3',
   ])('leaves the fingerprint of %s as libpg_query computes it', (sql) => {
     expect(fingerprintPg(sql)).toMatch(/^[0-9a-f]{16}$/);
     expect(fingerprintPg(sql)).toBe(pgFingerprint(sql));
@@ -167,7 +177,28 @@ describe('scrubSecrets (text that does not parse)', () => {
     ['SELECT 1 -- my password is hunter2\nFRM t', 'SELECT 1 -- ***\nFRM t'],
     ['SELECT 1 /* password: /* hunter2 */ */ FRM t', 'SELECT 1 /* *** */ FRM t'],
     // Out of its quotes after password= (a backslash-escaped quote read the other way).
-    ["SELECT 'a\\' password=hunter2' oops", "SELECT 'a\\' password=***'***'"],
+    ["SELECT 'a\\' password=hunter2' oops", "SELECT 'a\\' password=***"],
+    // A value out of quotes, which the parser refuses: everything up to the next , ) or ;.
+    ['ALTER ROLE app PASSWORD hunter2', 'ALTER ROLE app PASSWORD ***'],
+    ['CREATE USER app PASSWORD "hunter2"', 'CREATE USER app PASSWORD ***'],
+    ['ALTER USER app WITH ENCRYPTED PASSWORD hunter2 VALID UNTIL x', 'ALTER USER app WITH ENCRYPTED PASSWORD ***'],
+    ['ALTER ROLE app PASSWORD\n  hunter2', 'ALTER ROLE app PASSWORD\n  ***'],
+    ['ALTER ROLE app PASSWORD hun-ter2.x', 'ALTER ROLE app PASSWORD ***'],
+    ['ALTER ROLE app PASSWORD 2hunter2', 'ALTER ROLE app PASSWORD ***'],
+    ['ALTER ROLE app PASSWORD !hunter2', 'ALTER ROLE app PASSWORD ***'],
+    ['ALTER ROLE app PASSWORD hun ter2', 'ALTER ROLE app PASSWORD ***'],
+    ["ALTER ROLE app PASSWORD hun'ter2", 'ALTER ROLE app PASSWORD ***'],
+    ['ALTER ROLE app PASSWORD hun(ter2) x; SELECT 1', 'ALTER ROLE app PASSWORD ***; SELECT 1'],
+    ['ALTER ROLE app PASSWORD U&"hunter2"', 'ALTER ROLE app PASSWORD ***'],
+    ["ALTER ROLE app PASSWORD 'x' PASSWORD hunter2", "ALTER ROLE app PASSWORD '***' PASSWORD ***"],
+    ['ALTER ROLE app PASSWORD = hunter2', 'ALTER ROLE app PASSWORD = ***'],
+    ['CREATE USER MAPPING FOR app SERVER s OPTIONS (password hunter2)', 'CREATE USER MAPPING FOR app SERVER s OPTIONS (password ***)'],
+    ["CREATE USER MAPPING FOR app SERVER s OPTIONS (password \"hunter2\", user 'x')", "CREATE USER MAPPING FOR app SERVER s OPTIONS (password ***, user 'x')"],
+    ['SET app.password = hunter2 oops', 'SET app.password = ***'],
+    ['SET app.password TO "hunter2" oops', 'SET app.password TO ***'],
+    ['SET app.password hunter2', 'SET app.password ***'],
+    ['CREATE SUBSCRIPTION s CONNECTION host=db password=hunter2 PUBLICATION p', 'CREATE SUBSCRIPTION s CONNECTION host=db password=***'],
+    ['SELECT dblink_connect(host=db password=hunter2)', 'SELECT dblink_connect(host=db password=***)'],
   ])('%s', (sql, want) => {
     expect(scrubSecrets(sql)).toBe(want);
     expect(scrubSecrets(sql)).not.toMatch(/hunter2|ter2/);
@@ -183,6 +214,9 @@ describe('scrubSecrets (text that does not parse)', () => {
       'SELECT password FROM users WHERE id = 1 FRM',
       "SELECT 'it''s', E'\\\\', $$x$$, $1, \"Quoted\", U&\"d\\0061t\\+000061\" FRM",
       "ALTER ROLE app PASSWORD NULL oops",
+      // A column named password, followed by SQL rather than a value.
+      'SELECT password, password_hash FROM users ORDER BY password DESC FRM',
+      "SELECT * FROM users WHERE password IS NULL AND name LIKE 'a%' FRM",
       '',
     ]) {
       expect(scrubSecrets(sql)).toBe(sql);
@@ -218,5 +252,74 @@ describe('scrubSecrets (text that does not parse)', () => {
     // Every opening quote after PASSWORD is read both ways, for the literal's later end.
     const s = "ALTER ROLE r PASSWORD '" + "\\'".repeat(MB / 2);
     expect(scrubSecrets(s)).toBe("ALTER ROLE r PASSWORD '***'");
+  });
+});
+
+// What reaches the trail of a text the parser refuses: the text scrubbed, and the
+// parser's error, which quotes the token it stopped at (often the password itself).
+const UNPARSABLE: readonly string[] = [
+  'ALTER ROLE app PASSWORD hunter2',
+  'CREATE USER app PASSWORD "hunter2"',
+  "CREATE ROLE app PASSWORD 'hunter2",
+  'CREATE ROLE app PASSWORD $$hunter2',
+  "ALTER ROLE app PASSWORD E'hunter2",
+  'ALTER USER app WITH ENCRYPTED PASSWORD hunter2 VALID UNTIL x',
+  'ALTER ROLE app PASSWORD 2hunter2',
+  'ALTER ROLE app PASSWORD hunter2-x',
+  "ALTER ROLE app PASSWORD 'x' PASSWORD hunter2",
+  'CREATE USER MAPPING FOR app SERVER s OPTIONS (password hunter2)',
+  'CREATE USER MAPPING FOR app SERVER s OPTIONS (password "hunter2")',
+  "CREATE USER MAPPING FOR app SERVER s OPTIONS (password 'hunter2",
+  "CREATE USER MAPPING FOR app SERVER s OPTIONS (user 'a' password 'hunter2')",
+  "CREATE SUBSCRIPTION sub CONNECTION 'host=db password=hunter2 PUBLICATION pub",
+  'CREATE SUBSCRIPTION sub CONNECTION host=db password=hunter2 PUBLICATION pub',
+  "CREATE SUBSCRIPTION sub CONNECTION 'host=db password=hunter2' PUBLICATON pub",
+  "SELECT set_config('app.password', 'hunter2', false",
+  'SET app.password = hunter2 oops',
+  "SET app.password TO 'hunter2",
+  'SET app.password TO "hunter2" oops',
+  'ALTER SYSTEM SET app.password hunter2',
+  "SELECT dblink_connect('host=db password=hunter2",
+  'SELECT dblink_connect(host=db password=hunter2)',
+  "SELECT dblink_connect('postgres://u:hunter2@db/x' oops",
+];
+
+describe('a text that does not parse', () => {
+  it.each(UNPARSABLE)('records neither the text nor the error of %s with the password', (sql) => {
+    const a = analyzePg(sql, DEFAULT_CTX);
+    expect(a.ok).toBe(false);
+    if (a.ok) return;
+    expect(scrubSecrets(sql)).not.toMatch(/hunter2/);
+    expect(scrubMessage(sql, a.error)).not.toMatch(/hunter2/);
+  });
+
+  it('keeps what the error says, without what it quotes', () => {
+    const cases: [string, string][] = [
+      ['ALTER ROLE app PASSWORD hunter2', 'syntax error at or near "***"'],
+      ['CREATE USER app PASSWORD "hunter2"', 'syntax error at or near "***"'],
+      ["CREATE ROLE app PASSWORD 'hunter2", 'unterminated quoted string at or near "***"'],
+      ['ALTER ROLE app PASSWORD 2hunter2', 'trailing junk after numeric literal at or near "***"'],
+      ["SELECT set_config('app.password', 'hunter2', false", 'syntax error at end of input'],
+    ];
+    for (const [sql, want] of cases) {
+      const a = analyzePg(sql, DEFAULT_CTX);
+      expect(a.ok ? null : scrubMessage(sql, a.error), sql).toBe(want);
+    }
+  });
+
+  it('leaves the error about a text that mentions no credential as it is', () => {
+    const sql = 'SELECT name FRM users';
+    const a = analyzePg(sql, DEFAULT_CTX);
+    expect(a.ok ? null : scrubMessage(sql, a.error)).toBe('syntax error at or near "users"');
+  });
+
+  it('drops what an error puts in quotes or parentheses, whatever its form', () => {
+    const sql = 'ALTER ROLE app PASSWORD x';
+    expect(scrubMessage(sql, 'option "a" and "hunter2" not recognized')).toBe('option "***" not recognized');
+    expect(scrubMessage(sql, 'statement could not be analyzed (hunter2 "x")')).toBe('statement could not be analyzed (***)');
+    expect(scrubMessage(sql, 'cut short at "hunter2')).toBe('cut short at "***"');
+    expect(scrubMessage(sql, 'statement text contains a NUL character')).toBe('statement text contains a NUL character');
+    expect(scrubMessage('SELECT 1', 42 as unknown as string)).toBe('');
+    expect(scrubMessage(undefined as unknown as string, 'near "hunter2"')).toBe('near "***"');
   });
 });

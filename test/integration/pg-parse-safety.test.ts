@@ -58,3 +58,20 @@ it('ends the session when the server reports such a change that dbward could not
   expect((await other.query('SELECT 1 AS one')).rows).toEqual([{ one: 1 }]);
   await other.end();
 });
+
+it('reports text the parser rejects as PostgreSQL does: 42601 at the position of the error, and nothing runs', async () => {
+  const c = await client();
+  try {
+    const direct = new pg.Client({ ...PG });
+    await direct.connect();
+    const native = await direct.query('SELECT 1 +;').then(() => null, (e: Error & { code?: string; position?: string }) => e);
+    await direct.end();
+    const err = await c.query('SELECT 1 +;').then(() => null, (e: Error & { code?: string; position?: string }) => e);
+    expect(err?.code).toBe('42601');
+    expect(err?.position).toBe(native?.position);
+    expect(err?.message).toMatch(/^statement could not be parsed: syntax error/);
+    expect((await c.query('SELECT 2 AS two')).rows).toEqual([{ two: 2 }]);
+  } finally {
+    await c.end();
+  }
+});

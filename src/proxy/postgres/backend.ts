@@ -34,6 +34,7 @@ export function errorResponse(err: PgError, type: 'E' | 'N' = 'E'): Buffer {
   ];
   if (err.detail) parts.push(Buffer.from('D'), cstr(err.detail));
   if (err.hint) parts.push(Buffer.from('H'), cstr(err.hint));
+  if (err.position !== undefined) parts.push(Buffer.from('P'), cstr(String(err.position)));
   parts.push(Buffer.from([0]));
   return frame(type, Buffer.concat(parts));
 }

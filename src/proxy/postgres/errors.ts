@@ -12,6 +12,8 @@ export class PgError extends Error {
     readonly severity: Severity = 'ERROR',
     readonly detail?: string,
     readonly hint?: string,
+    /** 1-based character position in the statement text the error is about. */
+    readonly position?: number,
   ) {
     super(message);
     this.name = 'PgError';
@@ -19,7 +21,7 @@ export class PgError extends Error {
 
   /** The same error as FATAL: the session ends after it is sent. */
   fatal(): PgError {
-    return new PgError(this.sqlstate, this.message, 'FATAL', this.detail, this.hint);
+    return new PgError(this.sqlstate, this.message, 'FATAL', this.detail, this.hint, this.position);
   }
 }
 

@@ -576,6 +576,13 @@ function refusalError(r: Refusal): PgError {
     return pgErrors.refused(`${d.message ?? 'statement requires approval'}${rules}`, `This statement needs approval${who}; this dbward takes no approvals, so it was not run.`);
   }
   if (d.ruleIds.length === 0 && d.default) return pgErrors.refused(`${d.message ?? 'statement refused by policy'} (no rule allows it; the policy default is deny)`);
+  const a = r.decision.analysis;
+  if (!a.ok && d.ruleIds.length === 0 && a.position !== undefined) {
+    // What the parser rejected at a place in the text, as PostgreSQL would report it: a driver catching 42601 (or 22021)
+    // recognises it. Failures without a place are dbward's own limits and stay refusals.
+    const sqlstate = a.error.includes('not valid Unicode') ? '22021' : '42601';
+    return new PgError(sqlstate, d.message ?? `statement could not be parsed: ${a.error}`, 'ERROR', undefined, undefined, a.position);
+  }
   return pgErrors.refused(`${d.message ?? 'statement refused by policy'}${rules}`);
 }
 

@@ -2,8 +2,10 @@
 // each column's table OID and attribute number; this resolves them to printed
 // `schema.table.column` names, with column comments (classification tags) and,
 // for views, each view column's own origin, asked of PostgreSQL itself by
-// describing the view's definition. Loaded once per target, reloaded after DDL
-// and when a result names a relation the snapshot does not know.
+// describing the view's definition, and for tables in an inheritance tree (or
+// partitions), the same column in their ancestors and descendants, whose rows are
+// read through each other. Loaded once per target, reloaded after DDL and when a
+// result names a relation the snapshot does not know.
 
 import pg from 'pg';
 import type { Logger } from 'pino';
@@ -41,6 +43,12 @@ export interface ColumnInfo {
   tags: string[];
   /** For view columns. */
   lineage?: Lineage;
+  /**
+   * The column of the same name in the relation's ancestors and descendants (table
+   * inheritance, partitions): a rule naming one of them masks this one too, since
+   * reading a parent returns its children's rows and a child's rows are a parent's.
+   */
+  related?: ColumnInfo[];
 }
 
 export interface RelationInfo {
@@ -50,6 +58,10 @@ export interface RelationInfo {
   printed: string;
   columns: Map<number, ColumnInfo>;
   byName: Map<string, ColumnInfo>;
+  /** OIDs of the relations it inherits from, or is a partition of (pg_inherits). */
+  parents?: number[];
+  /** OIDs of the relations that inherit from it, or are its partitions. */
+  children?: number[];
 }
 
 /** One reading of the catalog. */
@@ -66,6 +78,26 @@ export interface CatalogSnapshot {
   operators: Map<string, string[]>;
   /** Functions created by initdb, by printed name, unqualified and `schema.name`. */
   builtins: Set<string>;
+  /** The planner statistics catalogs (STATISTICS_CATALOGS) this server has: OID to printed name. */
+  statistics?: Map<number, string>;
+}
+
+/**
+ * Catalogs that hold sample values of every column (most common values, histogram
+ * bounds), masked ones included, once ANALYZE has run: reading them is refused in
+ * masked sessions, and a view column over them is masked.
+ */
+export const STATISTICS_CATALOGS: ReadonlySet<string> = new Set([
+  'pg_catalog.pg_stats', 'pg_catalog.pg_stats_ext', 'pg_catalog.pg_stats_ext_exprs', 'pg_catalog.pg_statistic', 'pg_catalog.pg_statistic_ext_data',
+]);
+
+/** The statistics catalog (STATISTICS_CATALOGS) a table name's candidates may be, or null; `*.pg_stats` may be. */
+export function statisticsCatalog(candidates: readonly string[]): string | null {
+  for (const c of candidates) {
+    const name = c.startsWith('*.') ? `pg_catalog${c.slice(1)}` : c;
+    if (STATISTICS_CATALOGS.has(name)) return name;
+  }
+  return null;
 }
 
 /** In `callsOf`: code no name describes (DO, dynamic SQL, a server file or program). */
@@ -95,6 +127,12 @@ const OPERATORS_SQL = `
 SELECT o.oprname, n.nspname, p.proname, ${USER_DEFINED} AS user_defined FROM pg_operator o
   JOIN pg_proc p ON p.oid = o.oprcode JOIN pg_namespace n ON n.oid = p.pronamespace
  WHERE o.oid >= ${FIRST_USER_OID}`;
+
+const INHERITS_SQL = `SELECT inhrelid::int8 AS child, inhparent::int8 AS parent FROM pg_inherits`;
+
+const STATISTICS_SQL = `
+SELECT c.oid::int8 AS oid, c.relname FROM pg_class c
+ WHERE c.relnamespace = 'pg_catalog'::regnamespace AND c.relname = ANY ($1::text[])`;
 
 /** Flags of code whose reads dbward cannot see. */
 const OPAQUE_FLAGS: readonly StatementFlag[] = ['dynamic_sql', 'anonymous_code', 'server_file_access', 'server_program'];
@@ -215,10 +253,24 @@ export class TargetCatalog {
         }
         const col: ColumnInfo = {
           att: r.attnum, name: dotted([r.attname]), printed: dotted([r.nspname, r.relname, r.attname]), typeOid: Number(r.typ),
-          tags: r.comment ? [...r.comment.matchAll(TAG)].map((m) => m[1]!.toLowerCase()) : [],
+          tags: commentTags(r.comment),
         };
         rel.columns.set(col.att, col);
         rel.byName.set(col.name, col);
+      }
+      for (const r of (await client.query<{ child: string; parent: string }>(INHERITS_SQL)).rows) {
+        // Partitioned indexes are in pg_inherits too; only relations with columns matter.
+        const child = snapshot.relations.get(Number(r.child));
+        const parent = snapshot.relations.get(Number(r.parent));
+        if (!child || !parent) continue;
+        (child.parents ??= []).push(parent.oid);
+        (parent.children ??= []).push(child.oid);
+      }
+      relateInherited(snapshot);
+      const names = [...STATISTICS_CATALOGS].map((n) => n.slice('pg_catalog.'.length));
+      snapshot.statistics = new Map();
+      for (const r of (await client.query<{ oid: string; relname: string }>(STATISTICS_SQL, [names])).rows) {
+        snapshot.statistics.set(Number(r.oid), dotted(['pg_catalog', r.relname]));
       }
       for (const rel of snapshot.relations.values()) {
         if (rel.kind === 'v' || rel.kind === 'm') await this.viewLineage(client, snapshot, rel);
@@ -250,6 +302,44 @@ export class TargetCatalog {
   }
 }
 
+/** Gives each column of a relation in an inheritance tree the same column of its ancestors and descendants (`related`). */
+export function relateInherited(s: CatalogSnapshot): void {
+  for (const rel of s.relations.values()) {
+    if (!rel.parents && !rel.children) continue;
+    const kin = family(s, rel);
+    for (const col of rel.columns.values()) {
+      const related = kin.flatMap((k) => k.byName.get(col.name) ?? []);
+      if (related.length > 0) col.related = related;
+    }
+  }
+}
+
+/** The relations `rel` inherits from and those that inherit from it, at any depth (not `rel`, not its siblings). */
+export function family(s: CatalogSnapshot, rel: RelationInfo): RelationInfo[] {
+  return [...inheritanceLine(s, rel, 'parents'), ...inheritanceLine(s, rel, 'children')];
+}
+
+/** The ancestors (`parents`) or descendants (`children`) of `rel`, at any depth. */
+export function inheritanceLine(s: CatalogSnapshot, rel: RelationInfo, dir: 'parents' | 'children'): RelationInfo[] {
+  const out: RelationInfo[] = [];
+  const seen = new Set([rel.oid]);
+  const queue = [...(rel[dir] ?? [])];
+  while (queue.length > 0) {
+    const oid = queue.pop()!;
+    const r = s.relations.get(oid);
+    if (!r || seen.has(oid)) continue;
+    seen.add(oid);
+    out.push(r);
+    queue.push(...(r[dir] ?? []));
+  }
+  return out;
+}
+
+/** Classification tags (`dbward:<name>`) in a column comment. */
+export function commentTags(comment: string | null): string[] {
+  return comment ? [...comment.matchAll(TAG)].map((m) => m[1]!.toLowerCase()) : [];
+}
+
 /** Every column a query's output may carry, and the code it calls that dbward cannot read, resolved against the snapshot. */
 export function computedLineage(sql: string, snapshot: CatalogSnapshot): { sources: SourceRef[]; calls: string[] } {
   const analysis = analyzePg(sql, { searchPath: ['pg_catalog'], user: '' });
@@ -257,6 +347,11 @@ export function computedLineage(sql: string, snapshot: CatalogSnapshot): { sourc
   if (!analysis.ok) return { sources: [...snapshot.relations.keys()].map((rel) => ({ rel, column: '*' })), calls: [UNNAMED_CODE] };
   const sources: SourceRef[] = [];
   for (const f of analysis.statements) {
+    // A view over the planner's statistics shows sample values of masked columns.
+    for (const t of f.reads) {
+      const stats = statisticsCatalog(t.candidates);
+      for (const [oid, printed] of snapshot.statistics ?? []) if (printed === stats) sources.push({ rel: oid, column: '*' });
+    }
     for (const c of f.columns) {
       if (!FLOW_USES.has(c.use)) continue;
       for (const rel of relationsNamed(snapshot, columnCandidates(f, c))) sources.push({ rel: rel.oid, column: c.column });

@@ -4,11 +4,18 @@
 // when it is a view column whose origin is masked, or when it is computed from a
 // masked column (the statement's own column references decide, conservatively:
 // any masked column the statement reads into its output taints every computed
-// output column).
+// output column). Statements that would move masked values where masking cannot
+// follow them (into a notification or a setting, the planner's statistics, a
+// renamed column) are refused.
 
 import type { Analysis, StatementFacts } from '../analysis/facts.js';
-import { callsOf, columnCandidates, UNKNOWN_PREFIX, FLOW_USES, relationsNamed, type CatalogSnapshot, type ColumnInfo, type RelationInfo, type TargetCatalog } from './catalog.js';
+import { analyzePg } from '../analysis/pg/analyze.js';
+import {
+  callsOf, columnCandidates, commentTags, inheritanceLine, statisticsCatalog, UNKNOWN_PREFIX, FLOW_USES, relationsNamed,
+  type CatalogSnapshot, type ColumnInfo, type RelationInfo, type TargetCatalog,
+} from './catalog.js';
 import { copyOptions } from './copy-options.js';
+import { ddlChanges, sqlFunctionBody, type DdlChange } from './ddl.js';
 import { compileDetectors } from './detectors.js';
 import type { CompiledMaskRule } from './policy.js';
 import { derivedSpec } from './strategies.js';
@@ -23,6 +30,35 @@ const COPY_FLAGS: ReadonlySet<string> = new Set(['writes', 'ddl', 'anonymous_cod
 const UNKNOWN_CURSOR: MaskSpec = Object.freeze({ strategy: 'redact', rule: 'masking.cursor' }) as MaskSpec;
 /** For outputs of code dbward cannot read (a user-defined function, DO, SQL run from a string). */
 const OPAQUE: MaskSpec = Object.freeze({ strategy: 'redact', rule: 'masking.opaque' }) as MaskSpec;
+/** For view columns over the planner's statistics (sample values of every column). */
+const STATISTICS: MaskSpec = Object.freeze({ strategy: 'redact', rule: 'masking.statistics' }) as MaskSpec;
+
+/**
+ * Functions that send or keep a value outside the statement's result (a notification,
+ * a setting, which SHOW, current_setting and ParameterStatus give back, a large object,
+ * a WAL message, a server file, another server): a masked value given to one would
+ * leave unmasked. Keyed on the function's own name, whatever schema it is called through.
+ */
+const SINKS: ReadonlySet<string> = new Set([
+  'pg_notify', 'set_config', 'setval', 'pg_logical_emit_message',
+  'lo_from_bytea', 'lo_put', 'lowrite', 'lo_import', 'lo_export', 'lo_create', 'lo_truncate', 'lo_truncate64',
+  'pg_file_write', 'pg_file_rename', 'pg_create_restore_point',
+  'pg_create_physical_replication_slot', 'pg_create_logical_replication_slot',
+  'pg_copy_physical_replication_slot', 'pg_copy_logical_replication_slot',
+]);
+const SINK_PREFIXES = ['dblink', 'pg_replication_origin_', 'pg_background_'];
+
+/** The sink (SINKS) a function name as written calls, or null. */
+function sinkOf(fn: string): string | null {
+  const name = fn.slice(fn.lastIndexOf('.') + 1);
+  return SINKS.has(name) || SINK_PREFIXES.some((p) => name.startsWith(p)) ? name : null;
+}
+
+/** Names and classification tags a DDL statement would give columns: what the rules would see afterwards. */
+interface WhatIf {
+  printed: Map<ColumnInfo, string>;
+  tags: Map<ColumnInfo, string[]>;
+}
 
 /** What a statement does with masked columns. */
 export interface StatementTaint {
@@ -34,6 +70,8 @@ export interface StatementTaint {
   sensitive: boolean;
   /** A masked value is read other than by RETURNING (into a write, this copies it). */
   copied: boolean;
+  /** The statement would move masked values where masking cannot follow them (see SessionMasking.taint). */
+  refusal?: MaskRefusal;
 }
 
 /** The taint of a statement that reads nothing masked. */
@@ -84,27 +122,28 @@ export class SessionMasking {
     return spec;
   }
 
-  private anyMasked(s: CatalogSnapshot, r: RelationInfo, depth: number): MaskSpec | null {
+  private anyMasked(s: CatalogSnapshot, r: RelationInfo, depth: number, w: WhatIf | null = null): MaskSpec | null {
     for (const c of r.columns.values()) {
-      const m = this.columnSpec(s, c, depth);
+      const m = this.columnSpec(s, c, depth, w);
       if (m) return derivedSpec(m);
     }
     return null;
   }
 
-  private columnSpec(s: CatalogSnapshot, c: ColumnInfo | undefined, depth: number): MaskSpec | null {
+  // `w`: judged as if a DDL statement had renamed or re-tagged some columns.
+  private columnSpec(s: CatalogSnapshot, c: ColumnInfo | undefined, depth: number, w: WhatIf | null = null): MaskSpec | null {
     if (!c) return null;
     for (const rule of this.rules) {
-      if (rule.columns?.test(c.printed) || (rule.classes && c.tags.some((t) => rule.classes!.test(t)))) return rule.spec;
+      if (named(rule, c, w) || c.related?.some((k) => named(rule, k, w))) return rule.spec;
     }
     if (!c.lineage || depth > MAX_DEPTH) return null;
     if ('rel' in c.lineage) {
       const o = s.relations.get(c.lineage.rel);
-      if (!o) return null;
-      return c.lineage.att === 0 ? this.anyMasked(s, o, depth + 1) : this.columnSpec(s, o.columns.get(c.lineage.att), depth + 1);
+      if (!o) return s.statistics?.has(c.lineage.rel) ? STATISTICS : null;
+      return c.lineage.att === 0 ? this.anyMasked(s, o, depth + 1, w) : this.columnSpec(s, o.columns.get(c.lineage.att), depth + 1, w);
     }
     for (const src of c.lineage.sources) {
-      const m = this.sourceSpec(s, src.rel, src.column, depth + 1);
+      const m = this.sourceSpec(s, src.rel, src.column, depth + 1, w);
       if (m) return derivedSpec(m);
     }
     return this.untrusted(c.lineage.calls) && this.masksSomething(s) ? OPAQUE : null;
@@ -146,22 +185,33 @@ export class SessionMasking {
     return this.masksAny;
   }
 
-  private sourceSpec(s: CatalogSnapshot, rel: number, column: string, depth: number): MaskSpec | null {
+  private sourceSpec(s: CatalogSnapshot, rel: number, column: string, depth: number, w: WhatIf | null): MaskSpec | null {
     const r = s.relations.get(rel);
-    if (!r) return null;
-    if (column === '*') return this.anyMasked(s, r, depth);
-    return this.columnSpec(s, r.byName.get(column), depth);
+    if (!r) return s.statistics?.has(rel) ? STATISTICS : null;
+    if (column === '*') return this.anyMasked(s, r, depth, w);
+    return this.columnSpec(s, r.byName.get(column), depth, w);
   }
 
-  /** What the statements do with masked columns, judged by name against the snapshot. */
+  /**
+   * What the statements do with masked columns, judged by name against the snapshot;
+   * with a refusal when one reads the planner's statistics, gives a masked value to a
+   * function that sends or keeps it outside the result (SINKS), or is DDL that would
+   * copy, rename or re-classify masked columns out of the rules' reach.
+   */
   taint(s: CatalogSnapshot, statements: readonly StatementFacts[]): StatementTaint {
     let flow: MaskSpec | null = null;
     const inferred: string[] = [];
     let sensitive = false;
     let copied = false;
+    let refusal: MaskRefusal | null = null;
     for (const f of statements) {
+      // Any masked column the statement references, however used (a WHERE clause calls functions too).
+      let reached: MaskSpec | null = null;
       for (const t of f.reads) {
         for (const r of relationsNamed(s, t.candidates)) if (this.anyMasked(s, r, 0)) sensitive = true;
+        const stats = statisticsCatalog(t.candidates);
+        // Once ANALYZE has run, they hold sample values of every column: refused whatever is masked.
+        if (stats) refusal ??= { rule: STATISTICS.rule, message: `${stats} holds sample values of every column, masked ones included: it may not be read in sessions with masking rules` };
       }
       for (const c of f.columns) {
         const rels = [...relationsNamed(s, columnCandidates(f, c))];
@@ -171,6 +221,7 @@ export class SessionMasking {
           const m = whole ? this.anyMasked(s, r, 0) : this.columnSpec(s, r.byName.get(c.column), 0);
           if (!m) continue;
           sensitive = true;
+          reached ??= m;
           if (FLOW_USES.has(c.use)) {
             flow ??= m;
             if (c.use !== 'returning') copied = true;
@@ -178,9 +229,13 @@ export class SessionMasking {
           else if (INFER_USES.has(c.use) && !whole) inferred.push(r.byName.get(c.column)?.printed ?? `${r.printed}.${c.column}`);
         }
       }
+      refusal ??= this.sinkRefusal(s, f, reached) ?? this.ddlRefusal(s, f);
     }
     // Code dbward cannot read may return (or raise, in a message) any masked value it reads.
-    const calls = callsOf(s, statements);
+    const judged = statements.some((f) => f.kinds[0] === 'create_function')
+      ? statements.map((f) => (this.harmlessFunction(s, f) ? { ...f, flags: f.flags.filter((fl) => fl !== 'anonymous_code') } : f))
+      : statements;
+    const calls = callsOf(s, judged);
     if (calls.some((q) => q.startsWith(UNKNOWN_PREFIX))) this.missed();
     if (this.untrusted(calls) && this.masksSomething(s)) {
       if (flow?.strategy !== 'null') flow = OPAQUE;
@@ -188,7 +243,155 @@ export class SessionMasking {
       // What such code returns may be a masked value: written into the database, the next reader sees it.
       copied = true;
     }
+    if (refusal) return { flow, inferred, sensitive, copied, refusal };
     return flow || sensitive || inferred.length ? { flow, inferred, sensitive, copied } : CLEAN;
+  }
+
+  /**
+   * A statement that calls a function in SINKS and references a masked column anywhere
+   * (or runs code dbward cannot read) may hand it a masked value: which argument gets
+   * which value is not followed, so the whole statement is refused.
+   */
+  private sinkRefusal(s: CatalogSnapshot, f: StatementFacts, reached: MaskSpec | null): MaskRefusal | null {
+    let sink: string | null = null;
+    for (const fn of f.functions) sink ??= sinkOf(fn);
+    if (sink === null) return null;
+    const spec = reached ?? (this.untrusted(callsOf(s, [f])) && this.masksSomething(s) ? OPAQUE : null);
+    if (!spec) return null;
+    return { rule: spec.rule, message: `statement may pass values of masked columns (rule ${spec.rule}) to ${sink}(), which sends or keeps them outside the result, where dbward cannot mask them` };
+  }
+
+  /**
+   * A CREATE FUNCTION in SQL whose body dbward can read and finds harmless: plain SELECTs
+   * of nothing masked, calling only built-in functions, with no side effect. Other code a
+   * masked session creates may copy masked values when called (into a table, a setting),
+   * out of sight; calls of any user-defined function are judged as code dbward cannot read.
+   */
+  private harmlessFunction(s: CatalogSnapshot, f: StatementFacts): boolean {
+    if (f.kinds.length !== 1 || f.kinds[0] !== 'create_function') return false;
+    const body = sqlFunctionBody(f.text);
+    if (body === null) return false;
+    // Its names resolve under the caller's search_path: any schema.
+    const a = analyzePg(body, { searchPath: ['*'], user: '' });
+    if (!a.ok) return false;
+    for (const g of a.statements) {
+      if (g.kinds.length !== 1 || g.kinds[0] !== 'select' || g.flags.some((fl) => fl !== 'no_limit')) return false;
+      if (g.functions.some((fn) => sinkOf(fn) !== null || s.routines.has(fn) || !s.builtins.has(fn))) return false;
+      if ((g.operators ?? []).some((op) => s.operators.has(op))) return false;
+    }
+    const t = this.taint(s, a.statements);
+    return !t.sensitive && !t.flow && !t.refusal;
+  }
+
+  /** A refusal for DDL that would take masked values out of the rules' reach (see ddl.ts), else null. */
+  private ddlRefusal(s: CatalogSnapshot, f: StatementFacts): MaskRefusal | null {
+    if (f.kinds[0] !== 'alter' && f.kinds[0] !== 'comment') return null;
+    const changes = ddlChanges(f.text);
+    if (changes === null) return { rule: 'masking', message: 'statement could not be read to check what it does to masked columns' };
+    for (const ch of changes) {
+      const r = this.judgeChange(s, f, ch);
+      if (r) return r;
+    }
+    return null;
+  }
+
+  private judgeChange(s: CatalogSnapshot, f: StatementFacts, ch: DdlChange): MaskRefusal | null {
+    if (ch.kind === 'rename_schema') {
+      const w: WhatIf = { printed: new Map(), tags: new Map() };
+      for (const r of s.relations.values()) {
+        const [schema, table] = printedParts(r.printed);
+        if (schema === ch.schema) for (const c of r.columns.values()) w.printed.set(c, `${ch.to}.${table}.${c.name}`);
+      }
+      return this.keepsMasks(s, w);
+    }
+    const names = ch.kind === 'inheritance' ? ch.relations : [ch.relation];
+    for (const name of names) {
+      const rels = this.named(s, f, name);
+      if (rels === null) return this.unknown(name);
+      for (const r of rels) {
+        const refused = this.judgeOn(s, r, ch);
+        if (refused) return refused;
+      }
+    }
+    return null;
+  }
+
+  // One relation the change may be made to.
+  private judgeOn(s: CatalogSnapshot, r: RelationInfo, ch: Exclude<DdlChange, { kind: 'rename_schema' }>): MaskRefusal | null {
+    const w: WhatIf = { printed: new Map(), tags: new Map() };
+    const [schema, table] = printedParts(r.printed);
+    switch (ch.kind) {
+      case 'expression':
+        for (const ref of ch.refs) {
+          const col = ref.length > 0 ? r.byName.get(ref[ref.length - 1]!) : undefined;
+          // A column's own value, under its own name (ALTER COLUMN email TYPE ... USING email::varchar).
+          if (col && col.name === ch.target) continue;
+          // Not a column: a whole-row reference, or a name dbward does not know.
+          const m = col ? this.columnSpec(s, col, 0) : this.anyMasked(s, r, 0);
+          if (m) return { rule: m.rule, message: `statement copies values of masked columns (rule ${m.rule}) into the database` };
+        }
+        return null;
+      case 'inheritance': {
+        // Rows of a child are read through its parents: the rules of one then mask the other, which
+        // the catalog reading sees only once the change is committed (and DETACH leaves a child unmasked).
+        const m = this.anyMasked(s, r, 0);
+        return m && { rule: m.rule, message: `statement changes the inheritance or partitioning of ${r.printed}, which has masked columns (rule ${m.rule}); refused in sessions with masking rules` };
+      }
+      case 'comment': {
+        const col = r.byName.get(ch.column);
+        if (col) w.tags.set(col, commentTags(ch.comment));
+        break;
+      }
+      case 'rename':
+        if (ch.column === null) {
+          for (const c of r.columns.values()) w.printed.set(c, `${schema}.${ch.to}.${c.name}`);
+          break;
+        }
+        // PostgreSQL renames the column in every descendant too.
+        for (const d of [r, ...inheritanceLine(s, r, 'children')]) {
+          const col = d.byName.get(ch.column);
+          if (col) w.printed.set(col, `${d.printed}.${ch.to}`);
+        }
+        break;
+      case 'set_schema':
+        for (const c of r.columns.values()) w.printed.set(c, `${ch.schema}.${table}.${c.name}`);
+        break;
+    }
+    return this.keepsMasks(s, w);
+  }
+
+  /** A refusal when some column masked now would not be masked by the same rule under `w`. */
+  private keepsMasks(s: CatalogSnapshot, w: WhatIf): MaskRefusal | null {
+    const touched = (c: ColumnInfo) => w.printed.has(c) || w.tags.has(c);
+    for (const r of s.relations.values()) {
+      for (const c of r.columns.values()) {
+        if (!touched(c) && !c.related?.some(touched)) continue;
+        const before = this.columnSpec(s, c, 0);
+        if (!before || this.columnSpec(s, c, 0, w)?.rule === before.rule) continue;
+        return {
+          rule: before.rule,
+          message: `statement would leave masked column ${c.printed} (rule ${before.rule}) under a name or classification the masking rules do not mask alike; renaming, moving or re-classifying it is refused in sessions with masking rules`,
+        };
+      }
+    }
+    return null;
+  }
+
+  /** The relations of the snapshot a relation named in statement `f` may be; null when none. */
+  private named(s: CatalogSnapshot, f: StatementFacts, name: string): RelationInfo[] | null {
+    const ref = f.writes.find((t) => t.name === name) ?? f.reads.find((t) => t.name === name);
+    const rels = [...relationsNamed(s, ref?.candidates ?? [name.includes('.') ? name : `*.${name}`])];
+    return rels.length > 0 ? rels : null;
+  }
+
+  // A relation the snapshot does not know (created since it was read, or not yet committed)
+  // may hold masked columns under a rule: refused until a reading knows it.
+  private unknown(name: string): MaskRefusal {
+    if (this.missed()) this.catalog.load().catch(() => undefined); // so that a retry is judged on a fresh reading
+    return {
+      rule: 'masking.unknown_relation',
+      message: `relation ${name} is not in dbward's reading of the catalog yet (created since, or not committed): renaming, moving, re-classifying or copying its columns is refused in sessions with masking rules until it is`,
+    };
   }
 
   /** Remembers what cursors were declared over (a FETCH result has no statement of its own to judge). */
@@ -207,6 +410,7 @@ export class SessionMasking {
   /** A refusal for statements the masking options forbid (judged on their taint), else null. */
   check(analysis: Analysis, t: StatementTaint): MaskRefusal | null {
     if (!analysis.ok || t === CLEAN) return null;
+    if (t.refusal) return t.refusal;
     for (const f of analysis.statements) {
       if (f.kinds[0] !== 'copy' || !t.sensitive) continue;
       const copy = copyOptions(f.text);
@@ -239,3 +443,26 @@ export class SessionMasking {
   }
 }
 
+
+/** Whether `rule` names column `c` (by printed name or classification tag), as `w` would leave it. */
+function named(rule: CompiledMaskRule, c: ColumnInfo, w: WhatIf | null): boolean {
+  const printed = w?.printed.get(c) ?? c.printed;
+  const tags = w?.tags.get(c) ?? c.tags;
+  return rule.columns?.test(printed) === true || (rule.classes !== null && tags.some((t) => rule.classes!.test(t)));
+}
+
+/** The parts of a printed dotted name (`public."a.b"` is `public` and `"a.b"`), each still printed. */
+function printedParts(printed: string): string[] {
+  const parts: string[] = [];
+  let start = 0;
+  let quoted = false;
+  for (let i = 0; i < printed.length; i++) {
+    if (printed[i] === '"') quoted = !quoted;
+    else if (printed[i] === '.' && !quoted) {
+      parts.push(printed.slice(start, i));
+      start = i + 1;
+    }
+  }
+  parts.push(printed.slice(start));
+  return parts;
+}

@@ -221,7 +221,8 @@ export class SessionPipeline {
     const snapshot = masking?.catalog.current;
     if (!masking || !snapshot || !analysis.ok) return { decision, analysis };
     const taint = masking.taint(snapshot, analysis.statements);
-    const refusal = decision.action === 'allow' ? masking.check(analysis, taint) : null;
+    // A statement awaiting approval is checked too: an approval does not make a leak of masked values safe.
+    const refusal = decision.action !== 'deny' ? masking.check(analysis, taint) : null;
     if (refusal) decision = { action: 'deny', ruleIds: [refusal.rule], default: false, message: refusal.message };
     return { decision, analysis, taint, taintVersion: snapshot.version };
   }

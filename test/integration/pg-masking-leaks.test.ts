@@ -19,6 +19,13 @@ const SEED = [
 const CLEAR = SEED.flatMap((r) => [r.email, r.email.split('@')[0]!, r.card.slice(0, 12), r.phone]);
 
 const POLICY = `default: allow
+rules:
+  - id: copies-need-approval
+    match:
+      statement:
+        tables: { write: [${S}.approved_copies] }
+    action: require_approval
+    approvers: [privacy-officers]
 masking:
   rules:
     - id: mask-email
@@ -50,6 +57,7 @@ beforeAll(async () => {
     CREATE TABLE ${S}.users (id int PRIMARY KEY, name text, email text, card text, phone text);
     INSERT INTO ${S}.users VALUES ${values};
     CREATE TABLE ${S}.u2 AS SELECT * FROM ${S}.users;
+    CREATE TABLE ${S}.approved_copies (email text);
     CREATE TABLE ${S}.u3 AS SELECT * FROM ${S}.users;
     CREATE TABLE ${S}.u4 AS SELECT * FROM ${S}.users;
     CREATE TABLE ${S}.ph_parent (phone text);
@@ -270,5 +278,18 @@ describe('inheritance and partitions', () => {
     }
     expect((await admin.query(`SELECT count(*)::int AS n FROM pg_inherits WHERE inhparent = '${S}.other_parent'::regclass`)).rows[0].n).toBe(0);
     expect(leaked()).toEqual([]);
+  });
+});
+
+describe('statements that need approval', () => {
+  it('are refused outright when they would copy masked values: an approval does not make the copy safe', async () => {
+    const c = await client();
+    try {
+      const err = await refusal(c, `INSERT INTO ${S}.approved_copies SELECT email FROM ${S}.users`);
+      expect(err.message).toMatch(/copies values of masked columns \(rule mask-email\)/);
+    } finally {
+      await c.end();
+    }
+    expect((await admin.query(`SELECT count(*)::int AS n FROM ${S}.approved_copies`)).rows[0].n).toBe(0);
   });
 });

@@ -4,6 +4,7 @@
 // once they ran, and a Bind (which plans the statement and runs parameter checks)
 // is recorded before it reaches the server, even with no Execute after it.
 
+import fs from 'node:fs';
 import pg from 'pg';
 import { serialize } from 'pg-protocol';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -131,6 +132,28 @@ describe('prepared names follow the server', () => {
       const got = await sequence(c, serialize.execute({ portal: 'p3' }));
       expect(got.find((m) => m.name === 'error')?.code).toBe('34000'); // as PostgreSQL says it
     } finally {
+      c.end();
+    }
+  });
+});
+
+describe('a prepared statement is judged by the policy in force when it is bound', () => {
+  it('a policy reloaded after the Parse refuses the next Bind, and nothing runs', async () => {
+    const c = await RawPg.login(d.port, 'alice', 'test');
+    const policyFile = d.audit().find((e) => e.type === 'policy_reload' && e.trigger === 'start')!.files[0] as string;
+    const original = fs.readFileSync(policyFile, 'utf8');
+    try {
+      const text = 'SELECT id FROM dbward_names.people WHERE id = $1';
+      await sequence(c, serialize.parse({ name: 'later', text }));
+      expect((await sequence(c, serialize.bind({ statement: 'later', values: ['1'] }), serialize.execute({}))).some((m) => m.name === 'dataRow')).toBe(true);
+      fs.writeFileSync(policyFile, `${original}rules:\n  - id: no-people\n    match: { statement: { tables: { any: [dbward_names.people] } } }\n    action: deny\n`);
+      expect(d.daemon.reloadPolicy()).toBe(true);
+      const got = await sequence(c, serialize.bind({ statement: 'later', values: ['1'] }), serialize.execute({}));
+      expect(got.some((m) => m.name === 'dataRow')).toBe(false);
+      expect(got.find((m) => m.name === 'error')).toMatchObject({ code: '42501', message: expect.stringContaining('no-people') });
+    } finally {
+      fs.writeFileSync(policyFile, original);
+      d.daemon.reloadPolicy();
       c.end();
     }
   });

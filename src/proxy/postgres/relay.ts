@@ -267,12 +267,14 @@ export class PgRelay {
    * first (and approval sought), and the portal's first Execute runs under it.
    */
   private bind(frame: Frame, portal: string, prepared: Prepared, paramBytes: Buffer): Promise<void> | void {
-    const entry: Prepared = { text: prepared.text, decision: prepared.decision };
-    const limit = rowLimit(prepared.decision);
+    // Decided again (from the session's cache): a policy reloaded, or a catalog read again, since the Parse counts.
+    const decision = this.pipeline.decide({ protocol: 'extended', text: prepared.text });
+    const entry: Prepared = { text: prepared.text, decision };
+    const limit = rowLimit(decision);
     if (limit) entry.limit = limit;
     // An approval is for the statement with these values: they go into the request and its grant's key.
-    if (prepared.decision.decision.action === 'require_approval') entry.params = Buffer.from(paramBytes);
-    const admitted = this.pipeline.admit(portalStatement(entry, portal), prepared.decision);
+    if (decision.decision.action === 'require_approval') entry.params = Buffer.from(paramBytes);
+    const admitted = this.pipeline.admit(portalStatement(entry, portal), decision);
     if (!(admitted instanceof Promise)) return this.afterBind(frame, portal, entry, admitted);
     this.flushUpstream();
     return admitted.then((a) => this.afterBind(frame, portal, entry, a));

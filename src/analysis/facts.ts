@@ -19,7 +19,7 @@ export type StatementKind =
 
 /** Properties of a statement that policies commonly key on. */
 export type StatementFlag =
-  /** UPDATE or DELETE (anywhere in the statement) without a WHERE clause. */
+  /** UPDATE or DELETE (anywhere in the statement) without a WHERE clause, or a MERGE whose unconditioned WHEN MATCHED (or NOT MATCHED BY SOURCE) UPDATE/DELETE runs under an ON that names no column of the target. */
   | 'no_where'
   /** A SELECT that reads a table and has no LIMIT/FETCH FIRST. */
   | 'no_limit'

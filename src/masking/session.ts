@@ -226,7 +226,9 @@ export class SessionMasking {
             flow ??= m;
             if (c.use !== 'returning') copied = true;
           }
-          else if (INFER_USES.has(c.use) && !whole) inferred.push(r.byName.get(c.column)?.printed ?? `${r.printed}.${c.column}`);
+          // A whole row used to filter, sort or join (`WHERE u.to_jsonb->>'ssn' LIKE ...`, a renamed column) infers too;
+          // an unqualified name no table has is a subquery's output, judged by what it is computed from.
+          else if (INFER_USES.has(c.use) && (!whole || c.column === '*' || c.table !== null)) inferred.push(r.byName.get(c.column)?.printed ?? `${r.printed}.${c.column}`);
         }
       }
       refusal ??= this.sinkRefusal(s, f, reached) ?? this.ddlRefusal(s, f);

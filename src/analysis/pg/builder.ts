@@ -3,6 +3,22 @@
 
 import type { ColumnRef, ColumnUse, StatementFacts, StatementFlag, StatementKind, TableRef } from '../facts.js';
 
+/** A column a value may be computed from: its table (TableRef.name, null when unknown) and name (`*`: any). */
+export interface ColumnSource {
+  readonly table: string | null;
+  readonly column: string;
+}
+
+/** Column sources without duplicates, keyed by table and column. */
+export type Sources = Map<string, ColumnSource>;
+
+/** Adds `src` to `into`. */
+export function addSource(into: Sources, table: string | null, column: string): void {
+  // \u0001 cannot start a TableRef name, so a null table never collides with a real one.
+  const key = `${table ?? '\u0001'}\u0000${column}`;
+  if (!into.has(key)) into.set(key, { table, column });
+}
+
 // What a statement does only when it runs: EXPLAIN without ANALYZE plans it and drops these.
 const EXECUTION_FLAGS: ReadonlySet<StatementFlag> = new Set(['writes', 'no_where', 'no_limit', 'ddl']);
 
@@ -24,6 +40,8 @@ export class FactsBuilder {
   values: string[] | undefined;
   /** The statement's text carries a credential. */
   secret = false;
+  /** Open taps: each also receives every column recorded (what an output column is computed from). */
+  private readonly taps: Sources[] = [];
 
   /** Adds a kind (the first added is the top-level kind). */
   kind(k: StatementKind): void {
@@ -52,6 +70,17 @@ export class FactsBuilder {
   column(table: string | null, column: string, use: ColumnUse): void {
     const key = `${table ?? ''}\u0000${column}\u0000${use}`;
     if (!this.columns.has(key)) this.columns.set(key, { table, column, use });
+    for (let i = 0; i < this.taps.length; i++) addSource(this.taps[i]!, table, column);
+  }
+
+  /** Runs `fn` with every column it records also collected into `into` (nested taps all collect). */
+  tap(into: Sources, fn: () => void): void {
+    this.taps.push(into);
+    try {
+      fn();
+    } finally {
+      this.taps.pop();
+    }
   }
 
   /** Records a function called, as written. */

@@ -6,7 +6,8 @@ import { conninfoCredential, credentialName } from '../secrets.js';
 import { constString, isObj, items, names, str, sval, unwrap, type Obj } from './ast.js';
 import { ROLE_SETTINGS, functionFlags, readingHazard } from './flags.js';
 import { dotted, ident } from './names.js';
-import type { Handler, Walker } from './walk.js';
+import type { Sources } from './builder.js';
+import type { FromEntry, Handler, Walker } from './walk.js';
 
 const NAME_SKIP: ReadonlySet<string> = new Set(['name']);
 const FUNC_SKIP: ReadonlySet<string> = new Set(['funcname', 'args', 'agg_order', 'agg_filter', 'over']);
@@ -55,7 +56,22 @@ function setConfig(w: Walker, args: unknown): void {
   if (readingHazard(name, constString(list[1]) ?? null)) w.b.flag('parse_hazard');
 }
 
-/** A column reference, resolved through FROM aliases when qualified. */
+// Built-in functions PostgreSQL also calls in column notation with the whole row as
+// their one argument, and that return what is in it: `u.to_jsonb` is to_jsonb(u). A
+// user-defined function can be called so too; only the catalog tells those from
+// columns (masking reads it: a name that is no column of the table is the whole row).
+const WHOLE_ROW_FUNCTIONS: ReadonlySet<string> = new Set([
+  'to_json', 'to_jsonb', 'row_to_json', 'json_build_array', 'jsonb_build_array', 'json_build_object', 'jsonb_build_object',
+  'json_agg', 'jsonb_agg', 'json_agg_strict', 'jsonb_agg_strict', 'array_agg', 'any_value', 'concat',
+  'quote_literal', 'quote_nullable', 'record_out', 'record_send', 'hash_record', 'hstore', 'pg_column_size',
+  'any_out', 'anyelement_out', 'anynonarray_out', 'anycompatible_out', 'anycompatiblenonarray_out',
+]);
+
+/**
+ * A column reference, resolved through FROM aliases when qualified. A name a FROM item
+ * renamed (a column list, a subquery's output) is also recorded as what it may be, and
+ * a whole-row reference (`u`, `u.*`, `u.to_jsonb`) as every column of its FROM item.
+ */
 function columnRef(w: Walker, b: Obj): void {
   const parts: string[] = [];
   let star = false;
@@ -64,35 +80,72 @@ function columnRef(w: Walker, b: Obj): void {
     if (s) parts.push(typeof s.sval === 'string' ? s.sval : '');
     else if (unwrap(f, 'A_Star')) star = true;
   }
+  const n = parts.length;
   if (star) {
-    w.b.column(parts.length === 0 ? null : qualifier(w, parts), '*', w.use);
+    w.b.column(n === 0 ? null : qualifier(w, parts), '*', w.use);
+    if (n > 0) wholeRow(w, fromEntry(w, parts), null);
     return;
   }
-  const n = parts.length;
   if (n === 0) return;
   if (n === 1) {
     w.b.column(null, ident(parts[0]!), w.use);
     // A bare name that is a FROM item is the whole row (`SELECT u FROM users u`).
-    const whole = w.lookup(parts[0]!);
-    if (whole) w.b.column(whole, '*', w.use);
+    wholeRow(w, w.entry(parts[0]!), null);
+    w.renamed(parts[0]!);
     return;
   }
   if (n >= 3) {
     // schema.table.column, or table.column.field when schema.table is not in FROM.
-    const st = w.lookup(`${parts[n - 3]}\u0000${parts[n - 2]}`);
+    const st = w.entry(`${parts[n - 3]}\u0000${parts[n - 2]}`);
     if (st !== undefined) {
-      w.b.column(st, ident(parts[n - 1]!), w.use);
+      columnOf(w, st, null, parts[n - 1]!);
       return;
     }
-    const t = w.lookup(parts[0]!);
+    const t = w.entry(parts[0]!);
     if (t !== undefined) {
-      w.b.column(t, ident(parts[1]!), w.use);
+      columnOf(w, t, null, parts[1]!);
       return;
     }
     w.b.column(dotted(parts.slice(Math.max(0, n - 3), n - 1)), ident(parts[n - 1]!), w.use);
     return;
   }
-  w.b.column(qualifier(w, parts.slice(0, 1)), ident(parts[1]!), w.use);
+  columnOf(w, w.entry(parts[0]!), ident(parts[0]!), parts[1]!);
+}
+
+type Entry = FromEntry | undefined;
+
+// Column `name` of a FROM item (`written`: the qualifier as written when no FROM item has that name).
+function columnOf(w: Walker, e: Entry, written: string | null, name: string): void {
+  const table = e === undefined ? written : e.table;
+  w.b.column(table, ident(name), w.use);
+  if (e?.out) {
+    const into: Sources = new Map();
+    e.out.named(name, w.use, into);
+    w.replay(into, w.use);
+  }
+  // `u.to_jsonb` may be to_jsonb(u): the whole row, with this reference's use.
+  if (WHOLE_ROW_FUNCTIONS.has(name)) wholeRow(w, e, written);
+}
+
+// Every column of a FROM item, with the current use.
+function wholeRow(w: Walker, e: Entry, written: string | null): void {
+  if (e === undefined) {
+    if (written !== null) w.b.column(written, '*', w.use);
+    return;
+  }
+  if (e.table !== null) w.b.column(e.table, '*', w.use);
+  if (e.out) {
+    const into: Sources = new Map();
+    e.out.all(w.use, into);
+    w.replay(into, w.use);
+  }
+}
+
+// The FROM entry a star's qualifier names (`t.*`, `s.t.*`).
+function fromEntry(w: Walker, parts: string[]): Entry {
+  const n = parts.length;
+  if (n >= 2) return w.entry(`${parts[n - 2]}\u0000${parts[n - 1]}`);
+  return w.entry(parts[0]!);
 }
 
 // The table a qualifier names: the TableRef.name of a FROM alias, null for a FROM item

@@ -6,8 +6,9 @@
 
 import type { ColumnUse, StatementFacts, TableRef } from '../facts.js';
 import { items, nodeType, type Obj } from './ast.js';
-import type { FactsBuilder } from './builder.js';
+import type { FactsBuilder, Sources } from './builder.js';
 import { FILE_VIEWS } from './flags.js';
+import type { Outputs } from './outputs.js';
 import { STATEMENTS, flagsOf, kindOf, type StatementInfo } from './kinds.js';
 import type { Resolver } from './tables.js';
 
@@ -44,10 +45,16 @@ const MAX_DEPTH = 2500;
 
 const NO_SKIP: ReadonlySet<string> = new Set();
 
-/** One query level's FROM names: alias (or table name) -> TableRef.name, or null when not a table. */
+/** A FROM name: the table it is (TableRef.name; null when not a table) and, when renamed or derived, its outputs. */
+export interface FromEntry {
+  table: string | null;
+  out: Outputs | null;
+}
+
+/** One query level's FROM names (alias, or table name) and CTEs. */
 class Scope {
-  readonly names = new Map<string, string | null>();
-  ctes: Set<string> | null = null;
+  readonly names = new Map<string, FromEntry>();
+  ctes: Map<string, Outputs> | null = null;
   constructor(readonly parent: Scope | null) {}
 }
 
@@ -63,7 +70,10 @@ export class Walker {
   readonly effects: SessionEffects = { pathLiteral: null, pathDefault: false, roleLiteral: null };
   /** Statement nodes entered and not yet left: 1 while in the top-level statement itself. */
   stmtDepth = 0;
+  /** The outputs of the SELECT walked last (read by the FROM item or CTE that holds it). */
+  outputs: Outputs | null = null;
   private scope: Scope | null = null;
+  private anon = 0;
   private depth = 0;
   private innerNext = false;
   private limitNext = false;
@@ -203,30 +213,72 @@ export class Walker {
     if (this.scope) this.scope = this.scope.parent;
   }
 
-  /** Declares a FROM name (`null`: not a table, e.g. a subquery or CTE). */
-  declare(name: string, table: string | null): void {
-    if (this.scope && !this.scope.names.has(name)) this.scope.names.set(name, table);
+  /** Declares a FROM name (`null`: not a table, e.g. a subquery or CTE), with its outputs when renamed or derived. */
+  declare(name: string, table: string | null, out: Outputs | null = null): void {
+    if (this.scope && !this.scope.names.has(name)) this.scope.names.set(name, { table, out });
   }
 
-  /** Declares a CTE name, visible to FROM items of this query level and those nested in it. */
-  declareCte(name: string): void {
+  /** Declares a CTE name with its outputs, visible to FROM items of this query level and those nested in it. */
+  declareCte(name: string, out: Outputs): void {
     if (!this.scope) return;
-    (this.scope.ctes ??= new Set()).add(name);
+    (this.scope.ctes ??= new Map()).set(name, out);
   }
 
-  /** Whether an unqualified FROM name is a CTE in scope. */
-  isCte(name: string): boolean {
-    for (let s = this.scope; s; s = s.parent) if (s.ctes?.has(name)) return true;
-    return false;
+  /** The outputs of the CTE `name` in scope, undefined when there is none. */
+  cte(name: string): Outputs | undefined {
+    for (let s = this.scope; s; s = s.parent) if (s.ctes?.has(name)) return s.ctes.get(name);
+    return undefined;
   }
 
   /** A FROM name's table: TableRef.name, null when not a table, undefined when not in scope. */
   lookup(name: string): string | null | undefined {
+    return this.entry(name)?.table;
+  }
+
+  /** A FROM name's entry, undefined when not in scope. */
+  entry(name: string): FromEntry | undefined {
     for (let s = this.scope; s; s = s.parent) {
-      const t = s.names.get(name);
-      if (t !== undefined) return t;
+      const e = s.names.get(name);
+      if (e !== undefined) return e;
     }
     return undefined;
+  }
+
+  /** The outputs of this query level's renamed and derived FROM items (what a star passes on). */
+  levelOutputs(): Outputs[] {
+    const out = new Set<Outputs>();
+    for (const e of this.scope?.names.values() ?? []) if (e.out) out.add(e.out);
+    return [...out];
+  }
+
+  /** Records what the columns called `name` of the renamed and derived FROM items in scope may be, used as `use`. */
+  renamed(name: string, use: ColumnUse = this.use): void {
+    const into: Sources = new Map();
+    const seen = new Set<Outputs>();
+    for (let s = this.scope; s; s = s.parent) for (const e of s.names.values()) e.out?.named(name, use, into, seen);
+    this.replay(into, use);
+  }
+
+  /** A FROM name no SQL name can equal, for items whose columns are visible without one (an unaliased subquery). */
+  anonymous(): string {
+    return `\u0001${++this.anon}`;
+  }
+
+  /** Records each of `from` as a column reference used as `use`. */
+  replay(from: Sources, use: ColumnUse): void {
+    for (const c of from.values()) this.b.column(c.table, c.column, use);
+  }
+
+  /** Completes a placeholder read before its query was walked (a recursive CTE), replaying the uses it was read with. */
+  settle(placeholder: Outputs, real: Outputs | null): void {
+    const uses = placeholder.pending;
+    placeholder.pending = null;
+    if (real) placeholder.inner.push(real);
+    for (const use of uses ?? []) {
+      const into: Sources = new Map();
+      placeholder.all(use, into);
+      this.replay(into, use);
+    }
   }
 
   // --- nodes ----------------------------------------------------------------

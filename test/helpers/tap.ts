@@ -5,7 +5,14 @@
 import net from 'node:net';
 
 /** A TCP relay that keeps every byte the server sent to clients and counts connections. */
-export interface Tap { port: number; received: Buffer[]; connections(): number; close(): Promise<void> }
+export interface Tap {
+  port: number;
+  received: Buffer[];
+  /** Those of `values` that appear anywhere in the bytes the server sent so far. */
+  seen(values: readonly string[]): string[];
+  connections(): number;
+  close(): Promise<void>;
+}
 
 /** Starts a tap in front of `host`:`target`. */
 export async function startTap(target: number, host = '127.0.0.1'): Promise<Tap> {
@@ -27,6 +34,10 @@ export async function startTap(target: number, host = '127.0.0.1'): Promise<Tap>
   return {
     port: (server.address() as net.AddressInfo).port,
     received,
+    seen: (values) => {
+      const all = Buffer.concat(received);
+      return values.filter((v) => all.includes(Buffer.from(v)));
+    },
     connections: () => connections,
     close: () => { for (const s of sockets) s.destroy(); return new Promise((r) => server.close(() => r())); },
   };

@@ -207,3 +207,16 @@ async function calls(): Promise<number> {
     await c.end();
   }
 }
+
+describe('a Terminate behind a statement', () => {
+  it('gets the statement its reply, as from PostgreSQL, and records its outcome', async () => {
+    const c = await RawPg.login(d.port, 'alice', 'test');
+    c.send(Buffer.concat([serialize.query("SELECT 'before the end' AS last"), serialize.end()]));
+    expect(await c.closedWithin(5000)).toBe(true);
+    expect(c.messages.map((m) => m.name)).toEqual(['rowDescription', 'dataRow', 'commandComplete', 'readyForQuery']);
+    await new Promise((r) => setTimeout(r, 300));
+    const stmt = d.audit().find((e) => e.type === 'statement' && e.statement.text === "SELECT 'before the end' AS last")!;
+    expect(d.audit().find((e) => e.type === 'statement_outcome' && e.statement_id === stmt.id)?.outcome).toMatchObject({ status: 'ok', tags: ['SELECT 1'] });
+    expect(d.audit().find((e) => e.type === 'session_end' && e.session === stmt.session)?.reason).toBe('client_terminated');
+  });
+});

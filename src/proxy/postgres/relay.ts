@@ -28,6 +28,8 @@ import { approvalError, approvalNotice } from './approval-messages.js';
 export const REFUSED_STAND_IN = 'DBWARD REFUSED';
 /** Client bytes waiting behind a pending audit write before dbward stops reading the client. */
 const READER_HIGH_WATER = 1024 * 1024;
+/** How long a Terminate waits for the replies to requests sent before it. */
+const TERMINATE_GRACE_MS = 10_000;
 /** How long relayed byte counts may wait before they reach the metrics. */
 const BYTES_FLUSH_MS = 1000;
 
@@ -52,6 +54,8 @@ export class PgRelay {
   private processing = false;
   private draining = false;
   private upstreamBlocked = false;
+  /** The client sent Terminate with requests in flight: their replies still go to it. */
+  private terminated = false;
   private readerFull = false;
   private bytesFromClient = 0;
   private bytesFromServer = 0;
@@ -253,6 +257,7 @@ export class PgRelay {
         this.out.push(frame.raw);
         this.flushUpstream();
         this.upstream.end();
+        if (this.tracker.depth > 0) return this.finishThenClose();
         this.client.end();
         this.shutdown('client_terminated');
         return;
@@ -521,11 +526,31 @@ export class PgRelay {
     if (!this.client.destroyed && this.client.writable) this.client.write(b);
   }
 
+  /**
+   * A Terminate behind requests still in flight: like PostgreSQL, which answers them
+   * before it reads the Terminate, the client gets their replies, and the session
+   * ends when the server closes after them (or, from a server that does not, soon).
+   */
+  private finishThenClose(): void {
+    this.terminated = true;
+    const timer = setTimeout(() => {
+      this.upstream.destroy();
+      this.upstreamGone();
+    }, TERMINATE_GRACE_MS);
+    timer.unref();
+    void this.closed.then(() => clearTimeout(timer));
+  }
+
   private upstreamGone(): void {
+    if (this.terminated) {
+      this.client.end();
+      return this.shutdown('client_terminated');
+    }
     if (this.state === 'relaying') {
       this.deps.log.warn({ session: this.pipeline.id }, 'upstream connection closed');
-      // A server that ended the session with a FATAL has said why; a second error would only confuse.
-      if (!this.tracker.serverEnded) this.writeClient(errorResponse(pgErrors.upstreamLost()));
+      // A server that ended the session with a FATAL has said why; a second error would only confuse;
+      // and inside a torn message the client would read dbward's error as part of the server's.
+      if (!this.tracker.serverEnded && this.scanner.atBoundary) this.writeClient(errorResponse(pgErrors.upstreamLost()));
       this.client.end();
     }
     this.shutdown('upstream_lost');

@@ -232,7 +232,8 @@ export class PgConnection {
     const relay = new PgRelay(this.socket, upstream.socket, pipeline,
       { metrics: this.deps.metrics, log: this.deps.log, maxMessageBytes: this.deps.limits.maxMessageBytes },
       () => this.deps.cancels.revoke(key.pid));
-    relay.start(this.frames ? this.frames.drain() : this.reader.drain());
+    const encoding = upstream.parameters.find(([k]) => k.toLowerCase() === 'client_encoding')?.[1];
+    relay.start(this.frames ? this.frames.drain() : this.reader.drain(), encoding);
     upstream.socket.resume(); // a prewarmed connection is held paused until the relay reads it
     if (this.socket.destroyed) relay.terminate(pgErrors.upstreamLost());
     else if (identity.verified && this.deps.auth.mode === 'oidc') expireAt(identity, this.deps.auth.graceMs, pipeline, relay);

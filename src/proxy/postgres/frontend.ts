@@ -22,15 +22,20 @@ export const F = {
   Password: 0x70, // p (also SASLInitialResponse / SASLResponse)
 } as const;
 
+/** Reads text from bytes[start, end) in the session's client encoding. */
+export type TextReader = (bytes: Buffer, start: number, end: number) => string;
+
+const UTF8: TextReader = (b, start, end) => b.toString('utf8', start, end);
+
 /** A cursor over a payload that fails closed on any overrun. */
 class Cursor {
   private i = 0;
   constructor(private readonly b: Buffer, private readonly what: string) {}
 
-  cstring(): string {
+  cstring(read: TextReader = UTF8): string {
     const end = this.b.indexOf(0, this.i);
     if (end < 0) throw pgErrors.protocolViolation(`${this.what}: unterminated string`);
-    const s = this.b.toString('utf8', this.i, end);
+    const s = read(this.b, this.i, end);
     this.i = end + 1;
     return s;
   }
@@ -92,10 +97,10 @@ class Cursor {
   }
 }
 
-/** Query: the SQL text of a simple-protocol query. */
-export function decodeQuery(payload: Buffer): string {
+/** Query: the SQL text of a simple-protocol query, read by `read` (default UTF-8). */
+export function decodeQuery(payload: Buffer, read?: TextReader): string {
   const c = new Cursor(payload, 'Query');
-  const sql = c.cstring();
+  const sql = c.cstring(read);
   c.end();
   return sql;
 }
@@ -106,11 +111,11 @@ export interface ParseMessage {
   paramTypes: number[];
 }
 
-/** Parse: prepared statement name, SQL text, parameter type OIDs. */
-export function decodeParse(payload: Buffer): ParseMessage {
+/** Parse: prepared statement name, SQL text (read by `read`, default UTF-8), parameter type OIDs. */
+export function decodeParse(payload: Buffer, read?: TextReader): ParseMessage {
   const c = new Cursor(payload, 'Parse');
   const name = c.cstring();
-  const sql = c.cstring();
+  const sql = c.cstring(read);
   const n = c.int16();
   if (n < 0) throw pgErrors.protocolViolation('Parse: negative parameter count');
   const paramTypes: number[] = [];

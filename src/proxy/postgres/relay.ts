@@ -20,6 +20,7 @@ import { decodeBind, decodeDescribeOrClose, decodeExecute, decodeFunctionCall, d
 import { ResponseTracker, MASKED_TYPES, TRACKED_TYPES, type OutcomeSink, type Pending, type RowLimit } from './tracker.js';
 import { ResultMasker, type MaskState } from './result-masker.js';
 import { ProtocolNames, type Prepared } from './names.js';
+import { ClientText } from './client-text.js';
 import { CLEAN } from '../../masking/session.js';
 import type { ApprovalRequest } from '../../approvals/types.js';
 import { approvalError, approvalNotice } from './approval-messages.js';
@@ -48,6 +49,7 @@ export class PgRelay {
   private readonly scanner: BackendScanner;
   private readonly tracker = new ResponseTracker();
   private readonly names = new ProtocolNames();
+  private readonly text = new ClientText();
   private out: Buffer[] = [];
   /** Outcomes settled by the server's reply, recorded once the reply is written. */
   private settled: ([Admission, Parameters<OutcomeSink>[0]] | [null, TxStatus, boolean])[] = [];
@@ -79,12 +81,15 @@ export class PgRelay {
     this.tracker.onReady = (status, syncFailed, mark) => {
       // The transaction is over, and its portals with it (on the server too).
       if (status === 'I') this.names.idle(mark, this.unexecuted);
+      // Every change a statement before it made to client_encoding has been reported by now.
+      if (this.tracker.depth === 0) this.text.ready();
       // In order with the outcomes, so the pipeline sees a transaction's statements before its end.
       this.settled.push([null, status, syncFailed]);
       if (this.draining && status === 'I' && this.tracker.depth === 0 && !this.processing) this.state = 'closing';
     };
     this.pipeline.onHeld = (request) => this.notifyHeld(request);
     this.tracker.onParameter = (name, value) => {
+      if (name.toLowerCase() === 'client_encoding') this.text.set(value);
       // Backstop for a change dbward could not see coming (a function that calls set_config):
       // from here on the server would read SQL text differently from dbward's parser.
       if (readingHazard(name.toLowerCase(), value)) {
@@ -94,8 +99,9 @@ export class PgRelay {
     };
   }
 
-  /** Starts relaying; `initial` holds client bytes that arrived with the startup packet. */
-  start(initial: Buffer): void {
+  /** Starts relaying; `initial` holds client bytes that arrived with the startup packet, `clientEncoding` what the server reported at login. */
+  start(initial: Buffer, clientEncoding = 'UTF8'): void {
+    this.text.set(clientEncoding);
     this.maskingOn();
     this.client.on('data', (c: Buffer) => this.onClientData(c));
     this.client.on('close', () => this.shutdown('client_closed'));
@@ -177,12 +183,14 @@ export class PgRelay {
   /** Handles one client frame; returns a promise only when it must wait (audit write). */
   private handle(frame: Frame): Promise<void> | void {
     switch (frame.type) {
-      case F.Query:
-        return this.admitAndForward(frame, { protocol: 'simple', text: decodeQuery(frame.payload) }, 'query');
+      case F.Query: {
+        const stmt: StatementRequest = { protocol: 'simple', text: decodeQuery(frame.payload, this.text.read) };
+        return this.admitAndForward(frame, stmt, 'query', this.decideRead(stmt));
+      }
       case F.Parse: {
-        const p = decodeParse(frame.payload);
+        const p = decodeParse(frame.payload, this.text.read);
         const stmt: StatementRequest = { protocol: 'extended', text: p.sql, name: p.name };
-        const decision = this.pipeline.decide(stmt);
+        const decision = this.decideRead(stmt);
         // A statement that needs approval is prepared (that runs nothing); its Execute waits for the approval.
         if (decision.decision.action !== 'allow' && !(decision.decision.action === 'require_approval' && this.pipeline.takesApprovals)) {
           void this.pipeline.admit(stmt, decision); // records the refusal; nothing to wait for
@@ -274,6 +282,7 @@ export class PgRelay {
   private bind(frame: Frame, portal: string, prepared: Prepared, paramBytes: Buffer): Promise<void> | void {
     // Decided again (from the session's cache): a policy reloaded, or a catalog read again, since the Parse counts.
     const decision = this.pipeline.decide({ protocol: 'extended', text: prepared.text });
+    this.text.noteStatement(decision.analysis);
     const entry: Prepared = { text: prepared.text, decision };
     const limit = rowLimit(decision);
     if (limit) entry.limit = limit;
@@ -321,12 +330,20 @@ export class PgRelay {
     p.admission = undefined;
   };
 
+  /** Decides a statement just read; one whose bytes dbward could not read as the server will is refused. */
+  private decideRead(stmt: StatementRequest): Ruling {
+    const problem = this.text.takeProblem();
+    if (problem === null) return this.pipeline.decide(stmt);
+    return { decision: { action: 'deny', ruleIds: [], default: false, message: problem }, analysis: { ok: false, error: problem, position: 1 } };
+  }
+
   /** Admits and forwards a statement; waits only when the audit sink group-commits. */
   private admitAndForward(frame: Frame, stmt: StatementRequest, kind: 'query' | 'execute' | 'fcall',
     decision = this.pipeline.decide(stmt), limit = rowLimit(decision)): Promise<void> | void {
     const t0 = performance.now();
     // Forgotten before the server sees the statement, whether or not it is admitted: forgetting is always safe.
     if (changesNames(decision)) this.names.sqlAdmitted(decision.analysis, this.unexecuted);
+    this.text.noteStatement(decision.analysis);
     const admitted = this.pipeline.admit(stmt, decision);
     const mask = this.maskState(decision, stmt.text);
     const ddl = this.pipeline.watchesCatalog && changesCatalog(decision);

@@ -8,8 +8,8 @@
 // linear time.
 
 // Option and setting names whose value is a credential: password, sslpassword,
-// odbc_pwd, client_secret... `passfile` names a file, not a credential.
-const CREDENTIAL_NAME = /passw(?:or)?d|pwd$|secret/i;
+// odbc_pwd, client_secret, api_token, api_key... `passfile` names a file, not a credential.
+const CREDENTIAL_NAME = /passw(?:or)?d|pwd$|secret|token$|api_?key$|private_?key$/i;
 const NOT_CREDENTIAL: ReadonlySet<string> = new Set(['password_required', 'password_encryption']);
 // A password in a libpq/ODBC connection string (`password=`, `sslpassword =`, `PWD=`).
 const CONNINFO_PASSWORD = /(?:passw(?:or)?d|\bpwd)\s*=/i;
@@ -19,7 +19,7 @@ const URI_PASSWORD = /:\/\/[^\s/?#@:]*:[^\s/?#@]*@/;
 // `/etc/passwd` is no credential: passwd and pwd count only as `name=`.
 const MENTION = /password|(?:passwd|\bpwd)\s*=/i;
 
-/** Whether an option or setting named `name` holds a credential (`password`, `sslpassword`, `odbc_pwd`, `client_secret`). */
+/** Whether an option or setting named `name` holds a credential (`password`, `sslpassword`, `odbc_pwd`, `client_secret`, `api_token`). */
 export function credentialName(name: string): boolean {
   return CREDENTIAL_NAME.test(name) && !NOT_CREDENTIAL.has(name.toLowerCase());
 }
@@ -35,7 +35,7 @@ export function mentionsCredential(s: string): boolean {
 }
 
 // A credential name anywhere in a text: CREDENTIAL_NAME without its anchor.
-const CREDENTIAL_WORD = /passw(?:or)?d|pwd|secret/i;
+const CREDENTIAL_WORD = /passw(?:or)?d|pwd|secret|token|api_?key|private_?key/i;
 
 /**
  * `message`, an error about a text that does not parse (libpg_query's `syntax error at

@@ -69,6 +69,10 @@ const SECRET: readonly string[] = [
   'ALTER FUNCTION f() SET app.password TO hunter2',
   'SET LOCAL app.password TO hunter2',
   "SELECT set_config('app.password', 'hunter2', false)",
+  // Tokens and keys are credentials too.
+  "SET app.api_token = 'hunter2'",
+  "ALTER ROLE app SET app.api_key TO 'hunter2'",
+  "ALTER USER MAPPING FOR app SERVER remote OPTIONS (ADD private_key 'hunter2')",
 ];
 
 describe('StatementFacts.secret', () => {
@@ -106,6 +110,8 @@ describe('StatementFacts.secret', () => {
     'DO $$BEGIN PERFORM 1; END$$',
     "CREATE FUNCTION f() RETURNS int LANGUAGE sql AS 'SELECT 1'",
     "COMMENT ON ROLE app IS 'service account'",
+    // A column named token is data, as a column named password is.
+    "SELECT token FROM sessions WHERE token = 'x'",
   ])('does not mark %s', (sql) => {
     for (const s of facts(sql)) expect(s.secret).toBeUndefined();
   });

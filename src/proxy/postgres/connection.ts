@@ -57,10 +57,17 @@ type Phase = 'startup' | 'authenticating' | 'connecting' | 'relaying' | 'closed'
 /** Longest error text taken from a token into the audit trail or a client message. */
 const MAX_REASON_CHARS = 300;
 
+/** How long a refused client has to take its error message before its socket is destroyed. */
+const CLOSE_GRACE_MS = 1_000;
+
 /** Runs the startup phase of one client connection; returns the relay once the session is live. */
 export class PgConnection {
   private phase: Phase = 'startup';
+  /** The accepted TCP socket; after an upgrade `socket` is the TLS socket over it. */
+  private readonly raw: net.Socket;
   private socket: net.Socket;
+  /** Between 'S' and the end of the TLS handshake nothing can be written to the client, and end() never completes. */
+  private handshaking = false;
   private reader: StartupReader;
   /** Typed frames after the StartupMessage (the PasswordMessage carrying the token). */
   private frames: FrontendReader | null = null;
@@ -69,19 +76,54 @@ export class PgConnection {
   private gssAsked = false;
   private waiter: { read: () => unknown; resolve: (v: unknown) => void; reject: (e: Error) => void } | null = null;
   private readonly onData = (chunk: Buffer) => { (this.frames ?? this.reader).push(chunk); this.pump(); };
-  private readonly onGone = () => this.abort(new Error('client closed the connection during startup'));
+  private readonly onGone = () => {
+    if (this.phase !== 'closed') this.deps.log.debug({ client: this.client.address }, 'client closed the connection during startup');
+    this.close();
+  };
   private client: ClientRecord;
+  private startupTimer: NodeJS.Timeout | undefined;
+  /** The upstream socket from its login until the relay takes it: close() destroys it, whatever path ends startup. */
+  private upstream: net.Socket | null = null;
+  /** Aborted when the connection closes, so an upstream login in flight is abandoned and its socket destroyed. */
+  private readonly abandon = new AbortController();
+  /** Resolves when the connection closes in startup; run() settles then, whatever step it was waiting in. */
+  private readonly ended: Promise<null>;
+  private settleEnded: () => void = () => undefined;
 
   constructor(raw: net.Socket, private readonly deps: ConnectionDeps) {
+    this.raw = raw;
     this.socket = raw;
+    this.ended = new Promise((resolve) => { this.settleEnded = () => resolve(null); });
     this.reader = new StartupReader(deps.limits.maxStartupBytes);
     this.client = { address: raw.remoteAddress ?? 'unknown', port: raw.remotePort ?? 0, application: null, tls: false };
   }
 
   /** Runs startup to completion; resolves to the live relay, or null when the connection ended in startup. */
   async run(): Promise<PgRelay | null> {
-    const timer = setTimeout(() => this.refuse(pgErrors.startupTimeout(), null, null), this.deps.limits.startupTimeoutMs);
+    this.startupTimer = setTimeout(() => this.refuse(pgErrors.startupTimeout(), null, null), this.deps.limits.startupTimeoutMs);
     this.attach(this.socket);
+    try {
+      // A step may wait on something that never answers (a stalled TLS handshake, a slow
+      // upstream): the connection's end settles run() all the same, so the listener never
+      // keeps a connection that is gone. The step left behind finds the phase closed.
+      return await Promise.race([this.startup(), this.ended]);
+    } finally {
+      clearTimeout(this.startupTimer);
+    }
+  }
+
+  /** A getter, so checks after an await are not narrowed away by the compiler: the phase may have changed meanwhile. */
+  private get closed(): boolean {
+    return this.phase === 'closed';
+  }
+
+  /** Closes a connection still in startup at once, without an answer (the listener is shutting down). */
+  destroy(): void {
+    this.close();
+    this.destroySockets();
+  }
+
+  private async startup(): Promise<PgRelay | null> {
     try {
       const params = await this.startupPacket();
       return await this.open(params);
@@ -92,8 +134,6 @@ export class PgConnection {
         this.close();
       }
       return null;
-    } finally {
-      clearTimeout(timer);
     }
   }
 
@@ -164,15 +204,17 @@ export class PgConnection {
     let upstream: UpstreamConnection;
     try {
       // A prewarmed backend started with exactly these parameters, if one is ready (the token verified above).
-      upstream = (await target.prewarm?.take(startup)) ?? await connectUpstream(target.endpoint, startup);
+      upstream = (await target.prewarm?.take(startup)) ?? await connectUpstream(target.endpoint, startup, this.abandon.signal);
     } catch (err) {
+      if (this.closed) return null; // abandoned: the client left or startup timed out
       this.deps.log.warn({ err, target: targetName, role }, 'upstream login failed');
       return this.refuse(upstreamLoginError(targetName, role, err), user, targetName);
     }
-    if (this.phase !== 'connecting') {
+    if (this.closed) {
       upstream.socket.destroy(); // the client left while dbward logged in
       return null;
     }
+    this.upstream = upstream.socket;
     const hazard = readingHazardOf(upstream.parameters);
     if (hazard) {
       upstream.socket.destroy();
@@ -188,6 +230,7 @@ export class PgConnection {
       this.deps.log.error({ err }, 'audit write failed; session refused');
       return this.refuse(new PgError('58030', 'session refused: the audit trail cannot be written', 'FATAL'), user, targetName);
     }
+    if (this.closed) return this.abandonSession(upstream, pipeline, 'client_closed');
     // A session of these parameters started: have a backend ready for the next one.
     target.prewarm?.demand(startup);
     const masking = pipeline.masking;
@@ -207,6 +250,7 @@ export class PgConnection {
         pipeline.end('catalog_unavailable');
         return this.refuse(new PgError('58000', `session refused: dbward could not read the catalog of target "${targetName}" to mask results`, 'FATAL'), user, targetName);
       }
+      if (this.closed) return this.abandonSession(upstream, pipeline, 'client_closed');
     }
     // A statement waiting for approval has not reached the server: a cancel withdraws the request instead.
     const key = this.deps.cancels.issue({
@@ -214,21 +258,33 @@ export class PgConnection {
     });
     const greeting = [authenticationOk(), ...upstream.parameters.map(([k, v]) => parameterStatus(k, v)), backendKeyData(key.pid, key.secret), readyForQuery('I')];
     this.socket.write(Buffer.concat(greeting));
+    // Startup is complete for the client; the search_path wait below has its own deadline.
+    clearTimeout(this.startupTimer);
     this.detach(this.socket);
+    // Until the relay takes the socket over, a write error (a client that reset) must not go unhandled.
+    this.socket.on('error', ignore);
     this.phase = 'relaying';
     // The client may already be sending its first statement; it waits in the (paused)
     // socket until the search_path it will be analyzed under is known.
     try {
       sql.setSearchPath(await upstream.searchPath);
     } catch (err) {
+      this.deps.cancels.revoke(key.pid);
+      // Closed by the listener (shutdown), which destroyed the upstream it waited on.
+      if (this.closed) return this.abandonSession(upstream, pipeline, 'shutdown');
       this.deps.log.warn({ err, target: targetName }, 'upstream did not answer SHOW search_path');
       upstream.socket.destroy();
-      this.deps.cancels.revoke(key.pid);
       pipeline.end('upstream_lost');
       if (this.socket.writable) this.socket.write(errorResponse(pgErrors.upstreamLost()));
       this.close();
       return null;
     }
+    if (this.closed) {
+      // The listener closed the connection meanwhile (shutdown).
+      this.deps.cancels.revoke(key.pid);
+      return this.abandonSession(upstream, pipeline, 'shutdown');
+    }
+    this.upstream = null; // the relay's from here on
     const relay = new PgRelay(this.socket, upstream.socket, pipeline,
       { metrics: this.deps.metrics, log: this.deps.log, maxMessageBytes: this.deps.limits.maxMessageBytes },
       () => this.deps.cancels.revoke(key.pid));
@@ -331,6 +387,7 @@ export class PgConnection {
     this.detach(this.socket);
     const secure = new tls.TLSSocket(this.socket, { isServer: true, secureContext: ctx });
     this.socket = secure;
+    this.handshaking = true;
     this.reader = new StartupReader(this.deps.limits.maxStartupBytes);
     this.tlsOn = true;
     this.attach(secure);
@@ -339,6 +396,7 @@ export class PgConnection {
       secure.once('error', reject);
       secure.once('close', () => reject(new Error('client closed during TLS handshake')));
     });
+    this.handshaking = false;
   }
 
   private attach(s: net.Socket): void {
@@ -351,15 +409,6 @@ export class PgConnection {
     s.off('data', this.onData);
     s.off('close', this.onGone);
     s.off('error', this.onGone);
-  }
-
-  private abort(err: Error): void {
-    if (this.phase === 'connecting' || this.phase === 'authenticating') this.phase = 'closed';
-    if (this.waiter) {
-      const w = this.waiter;
-      this.waiter = null;
-      w.reject(err);
-    }
   }
 
   /** Sends a FATAL error, records the refusal, closes. Returns null for the caller's convenience. */
@@ -377,19 +426,59 @@ export class PgConnection {
     } catch (e) {
       this.deps.log.error({ err: e }, 'audit append failed');
     }
-    if (this.socket.writable) this.socket.write(errorResponse(err.severity === 'FATAL' ? err : err.fatal()));
+    if (this.socket.writable && !this.handshaking) this.socket.write(errorResponse(err.severity === 'FATAL' ? err : err.fatal()));
     this.close();
     return null;
   }
 
+  /** A session started (session_start written) but its connection closed before the relay: end it, close its upstream. */
+  private abandonSession(upstream: UpstreamConnection, pipeline: SessionPipeline, reason: string): null {
+    upstream.socket.destroy();
+    pipeline.end(reason);
+    return null;
+  }
+
+  /**
+   * Ends the connection in startup, once, however it ends: the pending read is
+   * rejected, an upstream login in flight abandoned, run() settled, and the client
+   * socket closed (after any error message was written, within CLOSE_GRACE_MS).
+   */
   private close(): void {
+    if (this.phase === 'closed') return;
     this.phase = 'closed';
+    clearTimeout(this.startupTimer);
+    this.abandon.abort(new UpstreamError('the client connection closed during the upstream login'));
+    this.upstream?.destroy();
+    this.upstream = null;
+    if (this.waiter) {
+      const w = this.waiter;
+      this.waiter = null;
+      w.reject(new Error('the connection closed during startup'));
+    }
     this.detach(this.socket);
-    this.socket.on('error', () => undefined);
+    this.socket.on('error', ignore);
+    this.raw.on('error', ignore);
+    this.settleEnded();
+    if (this.handshaking) {
+      this.destroySockets();
+      return;
+    }
     this.socket.end();
     this.socket.destroySoon();
+    if (this.socket.destroyed && this.raw.destroyed) return;
+    // end() completes only once the client has taken the bytes: one that never reads is cut off.
+    const linger = setTimeout(() => this.destroySockets(), CLOSE_GRACE_MS).unref();
+    this.socket.once('close', () => { clearTimeout(linger); this.destroySockets(); });
+  }
+
+  /** The TLS socket and the TCP socket under it: destroying the one does not always close the other. */
+  private destroySockets(): void {
+    this.socket.destroy();
+    if (this.raw !== this.socket) this.raw.destroy();
   }
 }
+
+function ignore(): void {}
 
 function upstreamParams(params: Map<string, string>, user: string, role: string | null): Record<string, string> {
   const out: Record<string, string> = {};

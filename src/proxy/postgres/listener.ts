@@ -12,7 +12,7 @@ import type { PgRelay } from './relay.js';
 export class PgListener {
   private readonly server: net.Server;
   private readonly relays = new Set<PgRelay>();
-  private readonly starting = new Set<net.Socket>();
+  private readonly startups = new Set<PgConnection>();
   private accepting = true;
 
   constructor(private readonly deps: ConnectionDeps) {
@@ -33,11 +33,16 @@ export class PgListener {
     return this.relays.size;
   }
 
+  /** Connections in the startup phase now (accepted, neither a session yet nor closed). */
+  get starting(): number {
+    return this.startups.size;
+  }
+
   /** Stops accepting, ends idle sessions now and busy ones at their next idle point; resolves when all have ended or the timeout passed (the rest are cut with 57P01). */
   async drain(timeoutMs: number): Promise<void> {
     this.accepting = false;
     const closed = new Promise<void>((r) => this.server.close(() => r()));
-    for (const s of this.starting) s.destroy();
+    for (const c of this.startups) c.destroy();
     for (const r of this.relays) r.drain();
     const all = Promise.all([...this.relays].map((r) => r.closed));
     let timer: NodeJS.Timeout | undefined;
@@ -58,17 +63,18 @@ export class PgListener {
       socket.end(errorResponse(pgErrors.cannotConnectNow()));
       return;
     }
-    this.starting.add(socket);
     const conn = new PgConnection(socket, this.deps);
+    this.startups.add(conn);
+    // run() settles however startup ends (PgConnection.close), so the set never keeps a closed connection.
     conn.run().then((relay) => {
-      this.starting.delete(socket);
+      this.startups.delete(conn);
       if (!relay) return;
       this.relays.add(relay);
       void relay.closed.then(() => this.relays.delete(relay));
     }, (err) => {
-      this.starting.delete(socket);
+      this.startups.delete(conn);
       this.deps.log.error({ err }, 'connection failed unexpectedly');
-      socket.destroy();
+      conn.destroy();
     });
   }
 }

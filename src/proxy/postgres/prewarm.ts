@@ -11,6 +11,7 @@
 // MAX_IDLE_MS, so a revoked role or a changed role setting reaches new sessions
 // within that; a key no session used for KEY_IDLE_MS is dropped.
 
+import { setMaxListeners } from 'node:events';
 import type net from 'node:net';
 import client from 'prom-client';
 import type { Logger } from 'pino';
@@ -68,6 +69,8 @@ export class PrewarmPool {
   private failures = 0;
   private retryAt = 0;
   private retryTimer: NodeJS.Timeout | null = null;
+  /** Aborted by close(): background logins still in flight are abandoned, their sockets destroyed. */
+  private readonly closing = new AbortController();
 
   constructor(
     private readonly target: string,
@@ -77,7 +80,10 @@ export class PrewarmPool {
     private readonly log: Logger,
     private readonly metrics: PrewarmMetrics,
     private readonly now: () => number = Date.now,
-  ) {}
+  ) {
+    // One listener per login in flight; a large `size` is not a leak.
+    setMaxListeners(0, this.closing.signal);
+  }
 
   /** Connections ready now, over all keys. */
   get ready(): number {
@@ -136,6 +142,7 @@ export class PrewarmPool {
   /** Closes every ready connection and stops replenishing (shutdown). */
   close(): void {
     this.closed = true;
+    this.closing.abort(new Error('the prewarm pool was closed'));
     if (this.retryTimer) clearTimeout(this.retryTimer);
     for (const key of this.keys.values()) for (const s of key.ready.splice(0)) this.discard(s);
     this.keys.clear();
@@ -163,7 +170,8 @@ export class PrewarmPool {
     let conn: UpstreamConnection;
     let searchPath: string;
     try {
-      conn = await connectUpstream(this.endpoint, { ...key.params, application_name: PREWARM_APPLICATION_NAME });
+      // connectUpstream destroys a login that misses its deadline: none is left logged in unowned.
+      conn = await connectUpstream(this.endpoint, { ...key.params, application_name: PREWARM_APPLICATION_NAME }, this.closing.signal);
       try {
         searchPath = await conn.searchPath;
       } catch (err) {
@@ -172,7 +180,7 @@ export class PrewarmPool {
       }
     } catch (err) {
       key.starting--;
-      this.failed(err);
+      if (!this.closed) this.failed(err); // after close() it was abandoned, not refused
       return;
     }
     key.starting--;

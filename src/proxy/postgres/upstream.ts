@@ -56,33 +56,34 @@ export class UpstreamError extends Error {
   }
 }
 
-/** Connects and logs in; rejects with UpstreamError within the endpoint's timeout. */
-export async function connectUpstream(ep: UpstreamEndpoint, startupParams: Record<string, string>): Promise<UpstreamConnection> {
-  let socket: net.Socket | undefined;
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new UpstreamError(`timed out after ${ep.connectTimeoutMs} ms`)), ep.connectTimeoutMs);
-  });
+/**
+ * Connects and logs in; rejects with UpstreamError within the endpoint's timeout, or
+ * as soon as `signal` aborts (the client went away). Until it resolves the attempt owns
+ * its sockets: whatever step the deadline or the abort meets, they are destroyed, and a
+ * connect or login that completes later finds nothing to hand over.
+ */
+export async function connectUpstream(ep: UpstreamEndpoint, startupParams: Record<string, string>, signal?: AbortSignal): Promise<UpstreamConnection> {
+  const attempt = new AbortController();
+  const timer = setTimeout(() => attempt.abort(new UpstreamError(`timed out after ${ep.connectTimeoutMs} ms`)), ep.connectTimeoutMs);
+  const onCallerAbort = (): void => attempt.abort(new UpstreamError('the login was abandoned by its caller'));
+  if (signal?.aborted) onCallerAbort();
+  else signal?.addEventListener('abort', onCallerAbort, { once: true });
   try {
-    return await Promise.race([
-      (async () => {
-        socket = await openSocket(ep);
-        return await login(socket, ep, startupParams);
-      })(),
-      timeout,
-    ]);
+    const socket = await openSocket(ep, attempt.signal);
+    return await login(socket, ep, startupParams, attempt.signal);
   } catch (err) {
-    socket?.destroy();
     throw err instanceof UpstreamError ? err : new UpstreamError((err as Error).message);
   } finally {
     clearTimeout(timer);
+    signal?.removeEventListener('abort', onCallerAbort);
   }
 }
 
 /** Sends a CancelRequest for an upstream backend; errors are swallowed (cancel is best effort). */
 export async function sendCancel(ep: UpstreamEndpoint, pid: number, secret: number): Promise<void> {
   try {
-    const socket = await openSocket(ep);
+    // Bounded like a login: a server that never accepts must not hold the cancelling client.
+    const socket = await openSocket(ep, AbortSignal.timeout(ep.connectTimeoutMs));
     await new Promise<void>((resolve) => {
       socket.on('error', () => resolve());
       socket.on('close', () => resolve());
@@ -94,39 +95,64 @@ export async function sendCancel(ep: UpstreamEndpoint, pid: number, secret: numb
   }
 }
 
-async function openSocket(ep: UpstreamEndpoint): Promise<net.Socket> {
-  const raw = await new Promise<net.Socket>((resolve, reject) => {
-    const s = net.connect({ host: ep.host, port: ep.port });
-    s.once('connect', () => { s.removeListener('error', reject); resolve(s); });
-    s.once('error', reject);
+/** Settles as `p` does, or rejects with the signal's reason as soon as it aborts. */
+function abortable<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(signal.reason as Error);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => reject(signal.reason as Error);
+    signal.addEventListener('abort', onAbort, { once: true });
+    p.then(
+      (v) => { signal.removeEventListener('abort', onAbort); resolve(v); },
+      (e: unknown) => { signal.removeEventListener('abort', onAbort); reject(e as Error); },
+    );
   });
-  raw.setNoDelay(true);
-  raw.setKeepAlive(true, 60_000);
-  if (ep.tlsMode === 'disable') return raw;
-  raw.write(serialize.requestSsl());
-  const answer = await readByte(raw);
-  if (answer === 'N') {
-    if (ep.tlsMode === 'prefer') return raw;
-    raw.destroy();
-    throw new UpstreamError(`the server does not accept TLS and the target requires it (${ep.tlsMode})`);
+}
+
+/** TCP (and TLS per the target's mode) to the server; every socket it made is destroyed if it fails or `signal` aborts. */
+async function openSocket(ep: UpstreamEndpoint, signal: AbortSignal): Promise<net.Socket> {
+  const made: net.Socket[] = [];
+  const destroyAll = (): void => { for (const s of made) s.destroy(); };
+  signal.addEventListener('abort', destroyAll, { once: true });
+  try {
+    // Checked first: an abort that came before the connect must not leave one behind.
+    if (signal.aborted) throw signal.reason as Error;
+    const raw = net.connect({ host: ep.host, port: ep.port });
+    made.push(raw);
+    await abortable(new Promise<void>((resolve, reject) => {
+      raw.once('connect', () => { raw.removeListener('error', reject); resolve(); });
+      raw.once('error', reject);
+    }), signal);
+    raw.setNoDelay(true);
+    raw.setKeepAlive(true, 60_000);
+    if (ep.tlsMode === 'disable') return raw;
+    raw.write(serialize.requestSsl());
+    const answer = await abortable(readByte(raw), signal);
+    if (answer === 'N') {
+      if (ep.tlsMode === 'prefer') return raw;
+      throw new UpstreamError(`the server does not accept TLS and the target requires it (${ep.tlsMode})`);
+    }
+    if (answer !== 'S') throw new UpstreamError('unexpected answer to SSLRequest');
+    const verify = ep.tlsMode === 'verify-full';
+    const secure = tls.connect({
+      socket: raw,
+      servername: net.isIP(ep.host) ? undefined : ep.host,
+      ca: ep.ca,
+      rejectUnauthorized: verify,
+      checkServerIdentity: verify ? tls.checkServerIdentity : () => undefined,
+    });
+    made.push(secure);
+    await abortable(new Promise<void>((resolve, reject) => {
+      secure.once('secureConnect', () => { secure.removeListener('error', reject); resolve(); });
+      secure.once('error', (e) => reject(new UpstreamError(`TLS to upstream failed: ${e.message}`)));
+    }), signal);
+    return secure;
+  } catch (err) {
+    // The TLS socket and the TCP socket under it: destroying one does not always close the other.
+    destroyAll();
+    throw err;
+  } finally {
+    signal.removeEventListener('abort', destroyAll);
   }
-  if (answer !== 'S') {
-    raw.destroy();
-    throw new UpstreamError('unexpected answer to SSLRequest');
-  }
-  const verify = ep.tlsMode === 'verify-full';
-  const secure = tls.connect({
-    socket: raw,
-    servername: net.isIP(ep.host) ? undefined : ep.host,
-    ca: ep.ca,
-    rejectUnauthorized: verify,
-    checkServerIdentity: verify ? tls.checkServerIdentity : () => undefined,
-  });
-  await new Promise<void>((resolve, reject) => {
-    secure.once('secureConnect', () => { secure.removeListener('error', reject); resolve(); });
-    secure.once('error', (e) => reject(new UpstreamError(`TLS to upstream failed: ${e.message}`)));
-  });
-  return secure;
 }
 
 function readByte(s: net.Socket): Promise<string> {
@@ -151,7 +177,12 @@ type AuthMessage = BackendMessage & {
   processID?: number; secretKey?: number; code?: string; message?: string;
 };
 
-function login(socket: net.Socket, ep: UpstreamEndpoint, params: Record<string, string>): Promise<UpstreamConnection> {
+/**
+ * Logs in on `socket`. Until the login resolves, `signal` aborting (deadline, client
+ * gone) or any failure destroys the socket: nobody else holds it yet. After it
+ * resolves the caller owns the socket, and a failed search_path probe only rejects.
+ */
+function login(socket: net.Socket, ep: UpstreamEndpoint, params: Record<string, string>, signal: AbortSignal): Promise<UpstreamConnection> {
   return new Promise((resolve, reject) => {
     const parser = new Parser();
     const parameters: [string, string][] = [];
@@ -164,7 +195,7 @@ function login(socket: net.Socket, ep: UpstreamEndpoint, params: Record<string, 
     let settle: { resolve: (v: string) => void; reject: (e: Error) => void } | null = null;
     let probeTimer: NodeJS.Timeout | undefined;
     const fail = (e: Error) => {
-      if (!done) { done = true; cleanup(); reject(e); return; }
+      if (!done) { done = true; cleanup(); socket.destroy(); reject(e); return; }
       if (settle) { const s = settle; settle = null; cleanup(); s.reject(e); }
     };
     const needPassword = (): string => {
@@ -212,6 +243,7 @@ function login(socket: net.Socket, ep: UpstreamEndpoint, params: Record<string, 
             // Logged in: the caller may greet its client while the search_path answer is on its way.
             ready = true;
             done = true;
+            signal.removeEventListener('abort', onAbort);
             const searchPath = new Promise<string>((res, rej) => { settle = { resolve: res, reject: rej }; });
             searchPath.catch(() => undefined); // the caller may not be listening yet
             probeTimer = setTimeout(() => fail(new UpstreamError(`no answer to SHOW search_path within ${ep.connectTimeoutMs} ms`)), ep.connectTimeoutMs);
@@ -250,7 +282,16 @@ function login(socket: net.Socket, ep: UpstreamEndpoint, params: Record<string, 
     };
     const onError = (e: Error) => fail(new UpstreamError(e.message));
     const onClose = () => fail(new UpstreamError('the server closed the connection during login'));
-    const cleanup = () => { clearTimeout(probeTimer); socket.off('data', onData); socket.off('error', onError); socket.off('close', onClose); };
+    const onAbort = () => fail(signal.reason as Error);
+    const cleanup = () => {
+      clearTimeout(probeTimer);
+      signal.removeEventListener('abort', onAbort);
+      socket.off('data', onData);
+      socket.off('error', onError);
+      socket.off('close', onClose);
+    };
+    if (signal.aborted) { fail(signal.reason as Error); return; }
+    signal.addEventListener('abort', onAbort, { once: true });
     socket.on('data', onData);
     socket.on('error', onError);
     socket.on('close', onClose);

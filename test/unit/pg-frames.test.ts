@@ -3,8 +3,10 @@
 // streams split at every boundary and at seeded random points.
 
 import { serialize } from 'pg-protocol';
-import { describe, expect, it } from 'vitest';
-import { BackendScanner, FrameWriter, FrontendReader, HOLD, MAX_CAPTURED_FRAME, WRITTEN, type Frame } from '../../src/proxy/postgres/frames.js';
+import { describe, expect, it, vi } from 'vitest';
+import {
+  BackendScanner, FrameWriter, FrontendReader, HOLD, MAX_CAPTURED_FRAME, RECOPY_MAX, WRITTEN, type Frame,
+} from '../../src/proxy/postgres/frames.js';
 import {
   clientMessages, commandComplete, dataRow, errorResponse, expectBytes, expectPgError, header, msg,
   prng, randomChunks, readyForQuery, serverStream, splitFrames,
@@ -127,6 +129,158 @@ describe('FrontendReader', () => {
     const r = new FrontendReader(10);
     r.push(Buffer.from([0x51, 0x7f, 0xff, 0xff]));
     expect(r.next()).toBeNull();
+  });
+
+  it('reads every message from the concatenation split at every pair of points', () => {
+    // Three chunks: a frame is joined from two or three, and a header can arrive in pieces.
+    const some = Buffer.concat([clientMessages[0]![1], serialize.sync(), serialize.copyData(Buffer.from('1\tone\n'))]);
+    const want = splitFrames(some);
+    for (let i = 1; i < some.length; i++) {
+      for (let j = i + 1; j < some.length; j++) {
+        const r = new FrontendReader(1 << 20);
+        const got: Buffer[] = [];
+        for (const c of [some.subarray(0, i), some.subarray(i, j), some.subarray(j)]) {
+          r.push(Buffer.from(c));
+          readAll(r, got);
+        }
+        expect(got, `split at ${i} and ${j}`).toEqual(want);
+        expect(r.buffered).toBe(0);
+      }
+    }
+  });
+
+  it('byte at a time: every message, buffered counts what is unread, copies stay linear', () => {
+    const r = new FrontendReader(1 << 20);
+    const got: Buffer[] = [];
+    let read = 0;
+    for (let i = 0; i < all.length; i++) {
+      r.push(Buffer.from(all.subarray(i, i + 1)));
+      for (let f = r.next(); f; f = r.next()) {
+        got.push(Buffer.from(f.raw));
+        read += f.raw.length;
+      }
+      expect(r.buffered).toBe(i + 1 - read);
+    }
+    expect(got).toEqual(expected);
+    expect(r.copied).toBeLessThanOrEqual(2 * all.length);
+  });
+
+  it('a 32 MiB frame fed in 64 KiB chunks comes out whole, copied at most twice over', () => {
+    const big = msg('d', Buffer.alloc(32 << 20, 'dbward '));
+    const q = serialize.query('SELECT 1');
+    const stream = Buffer.concat([q, big, serialize.sync(), q]);
+    const r = new FrontendReader(64 << 20);
+    const got: Buffer[] = [];
+    let read = 0;
+    for (let at = 0; at < stream.length; at += 64 << 10) {
+      const before = r.copied;
+      r.push(stream.subarray(at, at + (64 << 10)));
+      // No push moves the whole partial frame: the work per chunk stays bounded.
+      expect(r.copied - before).toBeLessThanOrEqual(RECOPY_MAX + (128 << 10));
+      for (let f = r.next(); f; f = r.next()) {
+        got.push(f.raw);
+        read += f.raw.length;
+      }
+      const fed = Math.min(at + (64 << 10), stream.length);
+      expect(r.buffered).toBe(fed - read);
+      // The large frame is held, never handed out in part.
+      if (fed < q.length + big.length) expect(got.length).toBe(1);
+    }
+    expect(got.length).toBe(4);
+    expectBytes(got[1]!, big);
+    expect(got.map((f) => f.length)).toEqual([q.length, big.length, 5, q.length]);
+    expect(Buffer.concat(got).equals(stream)).toBe(true);
+    expect(r.buffered).toBe(0);
+    // Re-concatenating per chunk would copy about 512 chunks x 16 MiB on average: 8 GiB.
+    expect(r.copied).toBeGreaterThanOrEqual(big.length - (64 << 10));
+    expect(r.copied).toBeLessThanOrEqual(2 * big.length);
+  });
+
+  it('of a chunk that completes a frame, only the frame is copied; the frames after it are views of the chunk', () => {
+    const q = serialize.query('SELECT 1');
+    const s = serialize.sync();
+    const first = Buffer.alloc(7);
+    q.copy(first, 0, 0, 7);
+    const second = Buffer.alloc(q.length - 7 + s.length + q.length); // not from the shared pool
+    Buffer.concat([q.subarray(7), s, q]).copy(second);
+    const r = new FrontendReader(1 << 20);
+    r.push(first);
+    expect(r.next()).toBeNull();
+    r.push(second);
+    expect(r.buffered).toBe(q.length + s.length + q.length);
+    expectFrame(r.next(), q);
+    expect(r.copied).toBe(q.length);
+    const f2 = r.next()!;
+    const f3 = r.next()!;
+    expectFrame(f2, s);
+    expectFrame(f3, q);
+    expect(f2.raw.buffer).toBe(second.buffer);
+    expect(f3.raw.byteOffset).toBe(second.byteOffset + q.length - 7 + s.length);
+    expect(r.copied).toBe(q.length);
+    expect(r.buffered).toBe(0);
+  });
+
+  it('bytes pushed while nothing is read (the session waiting on an audit write) all come out, in order', () => {
+    const rand = prng(7);
+    const big = msg('d', Buffer.alloc(300_000, 'x'));
+    const stream = Buffer.concat([all, big, all, big, all]);
+    for (let n = 0; n < 20; n++) {
+      const r = new FrontendReader(1 << 20);
+      const chunks = randomChunks(stream, 2 + Math.floor(rand() * 40), rand);
+      // Read after some pushes only: a frame completed with bytes after it, then more pushed behind it.
+      const got: Buffer[] = [];
+      let fed = 0;
+      for (const c of chunks) {
+        r.push(Buffer.from(c));
+        fed += c.length;
+        expect(r.buffered).toBe(fed - Buffer.concat(got).length);
+        if (rand() < 0.3) readAll(r, got);
+      }
+      readAll(r, got);
+      expect(got.map((f) => f.length)).toEqual(splitFrames(stream).map((f) => f.length));
+      expectBytes(Buffer.concat(got), stream);
+      expect(r.buffered).toBe(0);
+      expect(r.copied).toBeLessThanOrEqual(3 * stream.length);
+    }
+  });
+
+  it('drain hands over every unread byte, including those after a joined frame', () => {
+    const q = serialize.query('SELECT 1');
+    const tail = Buffer.concat([serialize.sync(), q.subarray(0, 3)]);
+    const r = new FrontendReader(1 << 20);
+    r.push(Buffer.from(q.subarray(0, 4)));
+    r.push(Buffer.concat([q.subarray(4), tail]));
+    expect(r.buffered).toBe(q.length + tail.length);
+    expect(r.drain()).toEqual(Buffer.concat([q, tail]));
+    expect(r.buffered).toBe(0);
+    expect(r.next()).toBeNull();
+  });
+
+  it('a declared length above maxBytes never sizes the store, even before next() refuses it', () => {
+    // The session may be waiting on an audit write, not calling next(), while the bytes come in.
+    const r = new FrontendReader(1 << 20);
+    const alloc = vi.spyOn(Buffer, 'allocUnsafe');
+    try {
+      const chunk = Buffer.alloc(64 << 10, 'x');
+      r.push(Buffer.concat([header('d', 0x7fffffff), chunk]));
+      for (let i = 0; i < 40; i++) r.push(chunk);
+      expect(r.buffered).toBe(5 + 41 * chunk.length);
+      const largest = Math.max(...alloc.mock.calls.map(([n]) => n));
+      expect(largest).toBeLessThanOrEqual(2 * r.buffered);
+    } finally {
+      alloc.mockRestore();
+    }
+    expectPgError(() => r.next(), '54000', 'message of 2147483647 bytes exceeds the limit of 1048576 bytes');
+  });
+
+  it('a length above maxBytes is 54000 when its header arrives in pieces behind a frame', () => {
+    const r = new FrontendReader(1000);
+    const q = serialize.query('SELECT 1');
+    r.push(Buffer.concat([q, header('d', 1001).subarray(0, 2)]));
+    expectFrame(r.next(), q);
+    expect(r.next()).toBeNull();
+    r.push(header('d', 1001).subarray(2));
+    expectPgError(() => r.next(), '54000', 'message of 1001 bytes exceeds the limit of 1000 bytes');
   });
 });
 

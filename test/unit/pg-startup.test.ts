@@ -125,6 +125,21 @@ describe('StartupReader: pending bytes after SSLRequest', () => {
     expect(r.next()).toBeNull();
   });
 
+  it('counts and drains bytes sent after the SSLRequest, split at every point', () => {
+    const extra = serialize.query('SELECT 1');
+    const bytes = Buffer.concat([serialize.requestSsl(), extra]);
+    for (let i = 1; i < bytes.length; i++) {
+      const r = new StartupReader(10_000);
+      r.push(Buffer.from(bytes.subarray(0, i)));
+      if (i >= 8) expect(r.next(), `split at ${i}`).toEqual({ kind: 'ssl' });
+      r.push(Buffer.from(bytes.subarray(i)));
+      if (i < 8) expect(r.next(), `split at ${i}`).toEqual({ kind: 'ssl' });
+      expect(r.pending, `split at ${i}`).toBe(extra.length);
+      expect(r.drain()).toEqual(extra);
+      expect(r.pending).toBe(0);
+    }
+  });
+
   it('pending is 0 after a lone SSLRequest, and counts a partial next packet', () => {
     const r = new StartupReader(10_000);
     r.push(serialize.requestSsl());
@@ -133,6 +148,28 @@ describe('StartupReader: pending bytes after SSLRequest', () => {
     r.push(startup30.subarray(0, 3));
     expect(r.next()).toBeNull();
     expect(r.pending).toBe(3);
+  });
+});
+
+describe('StartupReader: a packet in many chunks', () => {
+  it('a packet at the limit, byte at a time: decoded whole, pending counts each byte, copies stay linear', () => {
+    // 8 bytes of length and code, 'user\0alice\0pad\0', the value's NUL and the terminator: 25 bytes around the pad.
+    const pad = 'x'.repeat(10_000 - 25);
+    const big = packet(version(3, 0), params('user', 'alice', 'pad', pad));
+    expect(big.length).toBe(10_000);
+    const r = new StartupReader(10_000);
+    for (let i = 0; i < big.length - 1; i++) {
+      r.push(Buffer.from(big.subarray(i, i + 1)));
+      expect(r.next()).toBeNull();
+      expect(r.pending).toBe(i + 1);
+    }
+    r.push(Buffer.concat([big.subarray(-1), startup30]));
+    expect(r.next()).toEqual({ kind: 'startup', major: 3, minor: 0, params: new Map([['user', 'alice'], ['pad', pad]]) });
+    expect(r.pending).toBe(startup30.length);
+    expect(r.next()).toEqual(cases[3]![2]);
+    expect(r.pending).toBe(0);
+    // Re-concatenating per byte would copy 50 MB.
+    expect(r.copied).toBeLessThanOrEqual(2 * big.length);
   });
 });
 

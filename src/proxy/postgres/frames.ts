@@ -9,28 +9,141 @@
 
 import { PgError, pgErrors } from './errors.js';
 
-/** One whole frontend frame. `raw` includes the 5-byte header; both are views, not copies. */
+/** One whole frontend frame. `raw` includes the 5-byte header; both are views (of the chunk, when the frame came in one), never written again. */
 export interface Frame {
   type: number;
   payload: Buffer;
   raw: Buffer;
 }
 
-/** Splits client bytes into whole typed frames, refusing lengths below 4 or above the limit. */
-export class FrontendReader {
-  private buf: Buffer = Buffer.alloc(0);
-  private off = 0;
+const EMPTY = Buffer.alloc(0);
+/** The most bytes a FrameAssembler copies in one push, besides the chunk itself, while a frame of known size arrives. */
+export const RECOPY_MAX = 1024 * 1024;
 
-  constructor(private readonly maxBytes: number) {}
+/**
+ * Received bytes read frame by frame: the base of the frontend and startup
+ * readers. A chunk that arrives with nothing unread is read in place, so frames
+ * within one chunk are views of it. One that arrives behind unread bytes is joined
+ * to them in a store that doubles as it fills, or takes a large frame's declared
+ * size: re-concatenating per chunk would make one large frame cost time quadratic
+ * in its size, on the event loop every session shares. Of a chunk that completes a
+ * frame, only the frame's bytes are copied; the rest is read in place after it.
+ */
+export abstract class FrameAssembler {
+  /** Unread bytes from `off`: a chunk as it came, or the filled part of `store`. */
+  protected buf: Buffer = EMPTY;
+  protected off = 0;
+  private store: Buffer | null = null; // while `buf` is joined: its backing buffer, free past buf.length
+  private spill: Buffer | null = null; // the chunk's bytes after a joined frame; `buf` then holds just that frame
+  private copiedBytes = 0;
+
+  /**
+   * `lenAt`: where a frame's int32 length is (1 after a type byte, 0 for startup
+   * packets); it counts all but `lenAt` bytes. `maxBytes`: the largest length the reader accepts.
+   */
+  protected constructor(private readonly lenAt: 0 | 1, protected readonly maxBytes: number) {}
 
   /** Appends a chunk of received bytes. */
   push(chunk: Buffer): void {
     if (this.off >= this.buf.length) {
+      // Nothing unread (a spill is never left behind a fully read `buf`).
       this.buf = chunk;
-    } else {
-      this.buf = Buffer.concat([this.buf.subarray(this.off), chunk]);
+      this.off = 0;
+      this.store = null;
+      return;
     }
+    if (this.spill !== null) {
+      // Bytes pile up behind a joined frame not yet read: the spill joins them first.
+      const spill = this.spill;
+      this.spill = null;
+      this.join(spill);
+    }
+    this.join(chunk);
+  }
+
+  /** Bytes received and not yet read as frames. */
+  get buffered(): number {
+    return this.buf.length - this.off + (this.spill?.length ?? 0);
+  }
+
+  /** Bytes copied so far to join chunks (none for frames within one chunk); at most about twice those received. */
+  get copied(): number {
+    return this.copiedBytes;
+  }
+
+  /** Takes the unread bytes (handed to the next reader). */
+  drain(): Buffer {
+    const unread = this.buf.subarray(this.off);
+    const rest = this.spill === null ? unread : Buffer.concat([unread, this.spill]);
+    this.buf = EMPTY;
     this.off = 0;
+    this.store = this.spill = null;
+    return rest;
+  }
+
+  /** Takes the next `n` bytes, which the caller has checked are in `buf`: a view, not a copy. */
+  protected take(n: number): Buffer {
+    const start = this.off;
+    this.off += n;
+    const bytes = this.buf.subarray(start, this.off);
+    if (this.spill !== null && this.off === this.buf.length) {
+      this.buf = this.spill;
+      this.off = 0;
+      this.store = this.spill = null;
+    }
+    return bytes;
+  }
+
+  private join(chunk: Buffer): void {
+    if (chunk.length === 0) return;
+    const unread = this.buf.length - this.off;
+    const frame = this.pendingFrame(unread, chunk);
+    let part = chunk;
+    if (unread + chunk.length > frame) {
+      part = chunk.subarray(0, frame - unread);
+      this.spill = chunk.subarray(frame - unread);
+    }
+    const filled = this.buf.length;
+    if (this.store !== null && this.store.length - filled >= part.length) {
+      part.copy(this.store, filled);
+      this.buf = this.store.subarray(0, filled + part.length);
+      this.copiedBytes += part.length;
+      return;
+    }
+    // A new store: frames already taken are views of the old one, whose bytes must not move.
+    // Doubling keeps the copies linear. Once the frame's known size is near (a quarter in)
+    // or doubling would pass RECOPY_MAX, the store takes that size outright: no push then
+    // copies much more than RECOPY_MAX at once (a stall for every session), and the frame
+    // is copied at most about twice.
+    const need = unread + part.length;
+    const store = Buffer.allocUnsafe(frame < Infinity && (4 * need > frame || 2 * need > RECOPY_MAX) ? frame : 2 * need);
+    this.buf.copy(store, 0, this.off);
+    part.copy(store, unread);
+    this.copiedBytes += need;
+    this.store = store;
+    this.buf = store.subarray(0, need);
+    this.off = 0;
+  }
+
+  // The size of the frame at `off` once its length is in (counting `chunk`), while
+  // its end is not; otherwise Infinity. A length the reader refuses gives no size: a
+  // store is never sized by a claim beyond the limit.
+  private pendingFrame(unread: number, chunk: Buffer): number {
+    const head = this.lenAt + 4;
+    let len = 0;
+    if (unread >= head) len = this.buf.readInt32BE(this.off + this.lenAt);
+    else if (unread + chunk.length >= head) {
+      for (let i = this.lenAt; i < head; i++) len = (len << 8) | (i < unread ? this.buf[this.off + i]! : chunk[i - unread]!);
+    } else return Infinity;
+    const size = this.lenAt + len;
+    return len >= 4 && len <= this.maxBytes && size > unread ? size : Infinity;
+  }
+}
+
+/** Splits client bytes into whole typed frames, refusing lengths below 4 or above the limit. */
+export class FrontendReader extends FrameAssembler {
+  constructor(maxBytes: number) {
+    super(1, maxBytes);
   }
 
   /** The next whole frame, or null when more bytes are needed. Throws PgError on a bad length. */
@@ -41,23 +154,8 @@ export class FrontendReader {
     if (len < 4) throw pgErrors.protocolViolation(`invalid message length ${len}`);
     if (len > this.maxBytes) throw pgErrors.messageTooLarge(len, this.maxBytes);
     if (avail < len + 1) return null;
-    const start = this.off;
-    this.off += len + 1;
-    const raw = this.buf.subarray(start, this.off);
+    const raw = this.take(len + 1);
     return { type: raw[0]!, payload: raw.subarray(5), raw };
-  }
-
-  /** Bytes held for a frame not yet complete. */
-  get buffered(): number {
-    return this.buf.length - this.off;
-  }
-
-  /** Takes the unread bytes (handed to the session's reader after authentication). */
-  drain(): Buffer {
-    const rest = this.buf.subarray(this.off);
-    this.buf = Buffer.alloc(0);
-    this.off = 0;
-    return rest;
   }
 }
 
@@ -86,7 +184,6 @@ const COALESCE_MAX = 8 * 1024;
 /** Room beyond a captured frame's size that its rewrite may take (masked cells can grow). */
 const REWRITE_ROOM = 4 * 1024;
 
-const EMPTY = Buffer.alloc(0);
 const EMPTY_VIEW = new DataView(EMPTY.buffer, 0, 0);
 
 /**

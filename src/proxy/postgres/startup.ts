@@ -3,6 +3,7 @@
 // one of SSLRequest, GSSENCRequest, CancelRequest or StartupMessage.
 
 import { PgError, pgErrors } from './errors.js';
+import { FrameAssembler } from './frames.js';
 
 export const SSL_REQUEST_CODE = 80877103;
 export const GSSENC_REQUEST_CODE = 80877104;
@@ -16,38 +17,25 @@ export type StartupPacket =
   | { kind: 'startup'; major: number; minor: number; params: Map<string, string> };
 
 /** Splits startup-phase bytes into whole packets; keeps a partial packet for the next chunk. */
-export class StartupReader {
-  private buf: Buffer = Buffer.alloc(0);
-
-  constructor(private readonly maxBytes: number) {}
-
-  /** Appends a chunk of received bytes. */
-  push(chunk: Buffer): void {
-    this.buf = this.buf.length === 0 ? chunk : Buffer.concat([this.buf, chunk]);
+export class StartupReader extends FrameAssembler {
+  constructor(maxBytes: number) {
+    super(0, maxBytes);
   }
 
   /** The next whole packet, or null. Throws PgError on a bad length. */
   next(): StartupPacket | null {
-    if (this.buf.length < 4) return null;
-    const len = this.buf.readInt32BE(0);
+    const avail = this.buf.length - this.off;
+    if (avail < 4) return null;
+    const len = this.buf.readInt32BE(this.off);
     if (len < 8) throw pgErrors.protocolViolation(`invalid length of startup packet: ${len}`);
     if (len > this.maxBytes) throw pgErrors.messageTooLarge(len, this.maxBytes);
-    if (this.buf.length < len) return null;
-    const packet = this.buf.subarray(0, len);
-    this.buf = this.buf.subarray(len);
-    return decodeStartupPacket(packet);
+    if (avail < len) return null;
+    return decodeStartupPacket(this.take(len));
   }
 
   /** Bytes received past the last whole packet (must be none after SSLRequest). */
   get pending(): number {
-    return this.buf.length;
-  }
-
-  /** Takes the unread bytes (handed to the next reader after startup). */
-  drain(): Buffer {
-    const rest = this.buf;
-    this.buf = Buffer.alloc(0);
-    return rest;
+    return this.buffered;
   }
 }
 

@@ -88,7 +88,7 @@ function decodeParams(body: Buffer): Map<string, string> {
   return params;
 }
 
-/** Encodes a StartupMessage with any 3.x minor (pg-protocol's serializer fixes 3.0); tests drive the decoder with it. */
+/** Encodes a StartupMessage with exactly these parameters and any 3.x minor (pg-protocol's serializer fixes 3.0 and adds client_encoding). */
 export function encodeStartup(params: Record<string, string>, minor = 0): Buffer {
   const body = Buffer.concat([
     ...Object.entries(params).flatMap(([k, v]) => [Buffer.from(k + '\0'), Buffer.from(v + '\0')]),

@@ -12,6 +12,7 @@ import { Parser } from 'pg-protocol/dist/parser.js';
 import type { UpstreamTlsMode } from '../../config/types.js';
 import { PgError, pgErrors } from './errors.js';
 import { ScramClient } from './scram.js';
+import { encodeStartup } from './startup.js';
 
 /** Everything needed to reach and log in to one upstream database. */
 export interface UpstreamEndpoint {
@@ -295,23 +296,10 @@ function login(socket: net.Socket, ep: UpstreamEndpoint, params: Record<string, 
     socket.on('data', onData);
     socket.on('error', onError);
     socket.on('close', onClose);
-    socket.write(startupMessage({ ...params, user: ep.user, database: ep.database }));
+    // Not pg-protocol's serialize.startup: it appends client_encoding=UTF8 after the parameters, and the
+    // server keeps the last value, so a client that asked for another encoding would get UTF8.
+    socket.write(encodeStartup({ ...params, user: ep.user, database: ep.database }));
   });
-}
-
-/**
- * A protocol 3.0 StartupMessage with exactly these parameters. pg-protocol's
- * `serialize.startup` appends `client_encoding=UTF8` after them, and the server
- * keeps the last value: a client that asked for another encoding would get UTF8.
- */
-export function startupMessage(params: Record<string, string>): Buffer {
-  const parts: Buffer[] = [Buffer.alloc(8)];
-  for (const [k, v] of Object.entries(params)) parts.push(Buffer.from(`${k}\0${v}\0`, 'utf8'));
-  parts.push(Buffer.from([0]));
-  const msg = Buffer.concat(parts);
-  msg.writeInt32BE(msg.length, 0);
-  msg.writeInt32BE(0x30000, 4);
-  return msg;
 }
 
 /** Maps an upstream login failure to what the client is told: retryable states pass through. */

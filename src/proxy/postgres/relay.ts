@@ -300,7 +300,7 @@ export class PgRelay {
       return this.substitute(serialize.bind({ portal, statement: '\u0001dbward-refused' }), 'bind', refusalError(admitted));
     }
     if (this.state !== 'relaying') return this.pipeline.complete(admitted, { status: 'lost', tags: [], rows: null, sqlstate: null });
-    if (changesNames(entry.decision)) this.names.sqlAdmitted(entry.decision.analysis, this.unexecuted);
+    this.names.sqlAdmitted(entry.decision.analysis, this.unexecuted);
     entry.admission = admitted;
     this.unbind(portal); // a portal bound again under its name replaces the old one
     const undo = this.names.bound(portal, entry);
@@ -342,7 +342,7 @@ export class PgRelay {
     decision = this.pipeline.decide(stmt), limit = rowLimit(decision)): Promise<void> | void {
     const t0 = performance.now();
     // Forgotten before the server sees the statement, whether or not it is admitted: forgetting is always safe.
-    if (changesNames(decision)) this.names.sqlAdmitted(decision.analysis, this.unexecuted);
+    this.names.sqlAdmitted(decision.analysis, this.unexecuted);
     this.text.noteStatement(decision.analysis);
     const admitted = this.pipeline.admit(stmt, decision);
     const mask = this.maskState(decision, stmt.text);
@@ -638,16 +638,6 @@ function writeAll(socket: net.Socket, bufs: Buffer[]): boolean {
   for (const b of bufs) ok = socket.write(b);
   socket.uncork();
   return ok;
-}
-
-/** True when a statement string may replace or remove prepared statements or portals (PREPARE, DEALLOCATE, DISCARD, CLOSE). */
-function changesNames(r: Ruling): boolean {
-  if (!r.analysis.ok) return false;
-  for (const s of r.analysis.statements) {
-    const k = s.kinds[0];
-    if (k === 'prepare' || k === 'deallocate' || k === 'discard' || k === 'close') return true;
-  }
-  return false;
 }
 
 /** The statement request of a portal's Bind or Execute. */

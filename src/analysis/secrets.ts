@@ -34,8 +34,8 @@ export function mentionsCredential(s: string): boolean {
   return MENTION.test(s) || URI_PASSWORD.test(s);
 }
 
-// A credential name anywhere in a text: CREDENTIAL_NAME without its anchor.
-const CREDENTIAL_WORD = /passw(?:or)?d|pwd|secret|token|api_?key|private_?key/i;
+// A credential name anywhere in a text: CREDENTIAL_NAME without its anchors, derived so the two never drift apart.
+const CREDENTIAL_WORD = new RegExp(CREDENTIAL_NAME.source.replaceAll('$', ''), 'i');
 
 /**
  * `message`, an error about a text that does not parse (libpg_query's `syntax error at

@@ -67,6 +67,8 @@ export class FileAuditSink implements AuditSink {
   private writingFrom: ChainHead | null = null;
   /** A cut (after a failed write) that could not be made yet. */
   private cutTo: number | null = null;
+  /** The path is a character device (/dev/stdout): written, never read back, cut or rotated. */
+  private readonly device: boolean;
 
   constructor(
     readonly file: string,
@@ -78,9 +80,10 @@ export class FileAuditSink implements AuditSink {
     this.rotateMs = options.rotateMs ?? 0;
     this.onWritten = options.onWritten ?? null;
     fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o750 });
+    this.device = isDevice(file);
     // A line torn by a crash mid-write would be glued to the next one: it goes (it was never a whole event).
-    dropTornTail(file);
-    const head = options.key ? fileHead(file) ?? newestRotatedHead(file) : null;
+    if (!this.device) dropTornTail(file);
+    const head = options.key && !this.device ? fileHead(file) ?? newestRotatedHead(file) : null;
     this.chain = options.key ? new Chain(options.key, head) : null;
     this.fd = this.openActive();
   }
@@ -196,6 +199,7 @@ export class FileAuditSink implements AuditSink {
 
   /** Cuts the active file back to `size` (what a failed write may have added); retried before the next write if it fails. */
   private undoTo(size: number): void {
+    if (this.device) return;
     try {
       if (this.fd !== null) fs.ftruncateSync(this.fd, size);
       this.size = size;
@@ -206,7 +210,8 @@ export class FileAuditSink implements AuditSink {
 
   /** Starts a new active file when `bytes` more would pass the size limit, or the active one is too old. */
   private rotateIfDue(bytes: number): void {
-    if (this.size === 0) return;
+    // Renaming a device and creating a file in its place would take it from the whole machine.
+    if (this.size === 0 || this.device) return;
     const full = this.size + bytes > this.rotateBytes;
     const old = this.rotateMs > 0 && Date.now() - this.openedAt >= this.rotateMs;
     if (!full && !old) return;
@@ -224,6 +229,10 @@ export class FileAuditSink implements AuditSink {
   private openActive(): number {
     const fd = fs.openSync(this.file, 'a', 0o640);
     const st = fs.fstatSync(fd);
+    if (!st.isFile() && !st.isCharacterDevice()) {
+      fs.closeSync(fd);
+      throw new Error(unsupportedPath(this.file));
+    }
     this.size = st.size;
     // An existing file's age counts from its creation; the filesystem may not record it (0), then from now.
     this.openedAt = st.size > 0 && st.birthtimeMs > 0 ? st.birthtimeMs : Date.now();
@@ -358,6 +367,28 @@ function newestRotatedHead(active: string): ChainHead | null {
     if (h && (!best || h.seq > best.seq)) best = h;
   }
   return best;
+}
+
+/**
+ * True when `file` is a character device; throws for a path that is neither
+ * that nor a regular file (or absent). A FIFO would block the open, and a
+ * directory or socket cannot hold a trail.
+ */
+function isDevice(file: string): boolean {
+  let st: fs.Stats;
+  try {
+    st = fs.statSync(file);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false; // created on open
+    throw err;
+  }
+  if (st.isCharacterDevice()) return true;
+  if (!st.isFile()) throw new Error(unsupportedPath(file));
+  return false;
+}
+
+function unsupportedPath(file: string): string {
+  return `audit file ${file} is neither a regular file nor a character device; audit.file.path must name a file`;
 }
 
 /** Cuts a last line without its newline (a write torn by a crash) off the end of `file`. */

@@ -1,6 +1,7 @@
 // FileAuditSink: synchronous commits (fsync 'none'), group commit ('batch'),
 // appended lines riding along, close, and write failures (/dev/full).
 
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -233,5 +234,29 @@ describe('write failures (/dev/full)', () => {
     sink.commit('{"n":3}');
     expect(sink.healthy).toBe(true);
     expect(read()).toBe('{"n":1}\n{"n":3}\n');
+  });
+});
+
+describe('paths that are not regular files', () => {
+  it('a character device is written but never rotated: the device stays where it is', () => {
+    // Our own device node (/dev/zero's numbers) in the temp dir: a regression renames it, not the machine's.
+    const dev = path.join(tmp, 'zero');
+    execFileSync('mknod', [dev, 'c', '1', '5']);
+    const sink = new FileAuditSink(dev, { fsync: 'none', rotateBytes: 100, key: Buffer.alloc(32, 1) });
+    sinks.push(sink);
+    for (let i = 0; i < 5; i++) sink.commit(stmt(`select ${'x'.repeat(200)}`));
+    expect(sink.healthy).toBe(true);
+    expect(fs.statSync(dev).isCharacterDevice()).toBe(true);
+    expect(fs.readdirSync(tmp)).toEqual(['zero']);
+  });
+
+  it('a FIFO or a directory is refused at open, naming the path', () => {
+    const fifo = path.join(tmp, 'fifo');
+    execFileSync('mkfifo', [fifo]);
+    // Opening a FIFO for writing with no reader would block the daemon's start for good.
+    expect(() => open('none', undefined, fifo)).toThrow(`audit file ${fifo} is neither a regular file nor a character device`);
+    const dir = path.join(tmp, 'dir');
+    fs.mkdirSync(dir);
+    expect(() => open('none', undefined, dir)).toThrow(`audit file ${dir} is neither`);
   });
 });

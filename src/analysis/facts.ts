@@ -130,7 +130,13 @@ export type Analysis =
      */
     fingerprint?: string;
   }
-  | { ok: false; error: string; /** 1-based character (code point) position of the error, as PostgreSQL reports it, when known. */ position?: number };
+  | {
+    ok: false; error: string;
+    /** 1-based character (code point) position of the error, as PostgreSQL reports it, when known. */
+    position?: number;
+    /** The statement is beyond what dbward can analyze (too deep to walk), not wrong: PostgreSQL's 54001. */
+    tooComplex?: true;
+  };
 
 /** The session state analysis needs. */
 export interface AnalysisContext {

@@ -75,3 +75,16 @@ it('reports text the parser rejects as PostgreSQL does: 42601 at the position of
     await c.end();
   }
 });
+
+it('refuses a statement too deep for dbward to analyze with 54001 (too complex), not as a policy denial; the session goes on', async () => {
+  const c = await client();
+  try {
+    const deep = 'SELECT 1' + '+1'.repeat(3_000);
+    const err = await c.query(deep).then(() => null, (e: Error & { code?: string; hint?: string }) => e);
+    expect(err?.code).toBe('54001');
+    expect(err?.message).toMatch(/nested too deeply to analyze/);
+    expect((await c.query('SELECT 2 AS two')).rows).toEqual([{ two: 2 }]);
+  } finally {
+    await c.end();
+  }
+});

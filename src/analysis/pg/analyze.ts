@@ -31,8 +31,10 @@ export function analyzePg(sql: string, ctx: AnalysisContext): Analysis {
   try {
     return analyze(sql, ctx);
   } catch (e) {
-    if (e instanceof NestingError) return { ok: false, error: e.message };
-    // A stack overflow while walking, or a bug: refuse rather than pass something unread.
+    if (e instanceof NestingError) return { ok: false, error: e.message, tooComplex: true };
+    // The JS stack exhausted by a deep tree: a limit of dbward's, told apart from a refusal by policy.
+    if (e instanceof RangeError && /call stack/i.test(e.message)) return { ok: false, error: 'statement is nested too deeply to analyze', tooComplex: true };
+    // A bug: refuse rather than pass something unread.
     return { ok: false, error: `statement could not be analyzed (${e instanceof Error ? e.message : String(e)})` };
   }
 }

@@ -621,6 +621,9 @@ function refusalError(r: Refusal): PgError {
   }
   if (d.ruleIds.length === 0 && d.default) return pgErrors.refused(`${d.message ?? 'statement refused by policy'} (no rule allows it; the policy default is deny)`);
   const a = r.decision.analysis;
+  if (!a.ok && d.ruleIds.length === 0 && a.tooComplex) {
+    return new PgError('54001', `${d.message ?? a.error}: dbward refused it unread`, 'ERROR', 'Split the statement, or nest it less deeply.');
+  }
   if (!a.ok && d.ruleIds.length === 0 && a.position !== undefined) {
     // What the parser rejected at a place in the text, as PostgreSQL would report it: a driver catching 42601 (or 22021)
     // recognises it. Failures without a place are dbward's own limits and stay refusals.

@@ -8,6 +8,7 @@ import tls from 'node:tls';
 import { eventBase, type AuditEvent, type ClientRecord } from '../../audit/events.js';
 import { readingHazard } from '../../analysis/pg/flags.js';
 import { SqlSessionState } from '../../analysis/session-state.js';
+import { startupSettings } from './startup-settings.js';
 import { eventLine } from '../../audit/serialize.js';
 import { IdentityError } from '../../identity/errors.js';
 import { roleFor, type RoleMapping } from '../../identity/roles.js';
@@ -48,9 +49,6 @@ export interface ConnectionDeps extends PipelineDeps {
   auth: SessionAuth;
   limits: { maxStartupBytes: number; maxMessageBytes: number; startupTimeoutMs: number };
 }
-
-/** Startup parameters passed upstream; everything else (options, replication...) stays with dbward. */
-const FORWARDED_PARAMS = ['client_encoding', 'DateStyle', 'TimeZone', 'IntervalStyle', 'extra_float_digits', 'search_path'];
 
 type Phase = 'startup' | 'authenticating' | 'connecting' | 'relaying' | 'closed';
 
@@ -195,12 +193,13 @@ export class PgConnection {
     if (role === undefined) {
       return this.refuse(pgErrors.invalidAuthorization(`no database role of target "${targetName}" is mapped to the groups of ${user}`), user, targetName);
     }
-    if (params.has('options')) this.deps.log.warn({ user, target: targetName }, 'startup "options" parameter ignored');
+    const settings = startupSettings(params);
+    if (settings instanceof PgError) return this.refuse(settings, user, targetName);
 
     this.phase = 'connecting';
     // Nothing the client sends can be used before the session is live: leave it in the socket.
     this.socket.pause();
-    const startup = upstreamParams(params, user, role);
+    const startup = upstreamParams(settings, params.get('application_name'), user, role);
     let upstream: UpstreamConnection;
     try {
       // A prewarmed backend started with exactly these parameters, if one is ready (the token verified above).
@@ -480,13 +479,8 @@ export class PgConnection {
 
 function ignore(): void {}
 
-function upstreamParams(params: Map<string, string>, user: string, role: string | null): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const k of FORWARDED_PARAMS) {
-    const v = params.get(k);
-    if (v !== undefined) out[k] = v;
-  }
-  const app = params.get('application_name');
+function upstreamParams(settings: Map<string, string>, app: string | undefined, user: string, role: string | null): Record<string, string> {
+  const out: Record<string, string> = Object.fromEntries(settings);
   // The database's own logs attribute the session to the dbward user.
   out.application_name = truncateBytes(`dbward:${user}${app ? ` ${app}` : ''}`, 63);
   // As a startup parameter the role is the session's default, so RESET ROLE and DISCARD ALL return to it.
@@ -497,6 +491,9 @@ function upstreamParams(params: Map<string, string>, user: string, role: string 
 /** The client's error when the upstream login failed; a refused role is named, other causes stay generic. */
 function upstreamLoginError(target: string, role: string | null, err: unknown): PgError {
   if (!(err instanceof UpstreamError)) return pgErrors.upstreamUnavailable(target);
+  // A setting the client asked for at startup, refused by the server: the client's own mistake, told as the server tells it.
+  const setting = SETTING_REFUSED.exec(err.message);
+  if (err.sqlstate && setting && setting[1] !== 'role') return new PgError(err.sqlstate, err.message.replace(/^server refused login: /, ''), 'FATAL');
   // 22023 (no such role) and 42501 (not a member): the role mapping does not fit the upstream.
   if (role !== null && (err.sqlstate === '22023' || err.sqlstate === '42501' || err.sqlstate === '42704')) {
     return new PgError('28000', `database role "${role}" of target "${target}" cannot be used`, 'FATAL', undefined,
@@ -504,6 +501,9 @@ function upstreamLoginError(target: string, role: string | null, err: unknown): 
   }
   return clientErrorFor(target, err);
 }
+
+/** A server's login error about a configuration parameter: `invalid value for parameter "x"`, `unrecognized configuration parameter "x"`. */
+const SETTING_REFUSED = /^server refused login: (?:.*\bparameter|permission denied to set parameter) "([^"]+)"/;
 
 /** Why the server, as it reports itself after login, would read SQL differently from dbward's parser; null when it reads alike. */
 function readingHazardOf(parameters: [string, string][]): string | null {

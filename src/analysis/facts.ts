@@ -116,6 +116,13 @@ export interface StatementFacts {
    * prepared statement that held one does not (its text names the statement only).
    */
   secret?: true;
+  /**
+   * The credential is given by an expression normalization cannot replace
+   * (`set_config('app.password', hunter2, false)`, a name PostgreSQL reads as a column):
+   * the names the facts hold may spell it, so the trail records them as `***` and no
+   * fingerprint (which hashes names).
+   */
+  secretNames?: true;
 }
 
 /** What the analyzer made of a SQL string: facts per statement, or why it could not parse it. */

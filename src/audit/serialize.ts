@@ -179,7 +179,9 @@ const textFactsCache = new WeakMap<Analysis, TextFacts>();
 function textFacts(analysis: Analysis & { ok: true }): TextFacts {
   let facts = textFactsCache.get(analysis);
   if (facts === undefined) {
-    facts = { fingerprint: analysis.fingerprint ?? null, secret: analysis.statements.some((s) => s.secret === true) };
+    // A fingerprint hashes names: of a text whose names may spell a credential, it could confirm a guess.
+    const names = analysis.statements.some((s) => s.secretNames === true);
+    facts = { fingerprint: names ? null : analysis.fingerprint ?? null, secret: analysis.statements.some((s) => s.secret === true) };
     textFactsCache.set(analysis, facts);
   }
   return facts;
@@ -196,11 +198,15 @@ export function analysisJson(a: Analysis, text: string): string {
   if (!a.ok) return `,"analysis_error":${JSON.stringify(scrubMessage(text, a.error))}`;
   let json = analysisJsons.get(a);
   if (json === undefined) {
-    json = `,"facts":${JSON.stringify(a.statements.map((f) => ({
-      kinds: f.kinds, reads: f.reads.map((t) => t.name), writes: f.writes.map((t) => t.name),
-      columns: [...new Set(f.columns.map((c) => (c.table === null ? c.column : `${c.table}.${c.column}`)))],
-      functions: f.functions, flags: f.flags,
-    })))}`;
+    json = `,"facts":${JSON.stringify(a.statements.map((f) => {
+      // Names that may spell a credential: each list that holds any is recorded as ['***'].
+      const names = f.secretNames ? (list: readonly string[]): string[] => (list.length > 0 ? ['***'] : []) : (list: string[]): string[] => list;
+      return {
+        kinds: f.kinds, reads: names(f.reads.map((t) => t.name)), writes: names(f.writes.map((t) => t.name)),
+        columns: names([...new Set(f.columns.map((c) => (c.table === null ? c.column : `${c.table}.${c.column}`)))]),
+        functions: names(f.functions), flags: f.flags,
+      };
+    }))}`;
     analysisJsons.set(a, json);
   }
   return json;

@@ -183,3 +183,149 @@ describe('a password in a text that does not parse', () => {
     expect(logs.join('')).not.toContain(MARK);
   });
 });
+
+/** Runs each text through a daemon with `policy` (simple protocol, then a named Parse) and returns its audit events. */
+async function runBoth(policy: string, texts: string[]): Promise<{ d: TestDaemon; events: Event[] }> {
+  const d = await startTestDaemon({ policy });
+  const c = new pg.Client({ host: '127.0.0.1', port: d.port, database: PG.database, user: 'redact' });
+  await c.connect();
+  let n = 0;
+  for (const text of texts) {
+    // Transaction control and ALTER SYSTEM once: its failure in a block is the point.
+    const queries = /^(BEGIN|ROLLBACK|ALTER SYSTEM)/.test(text) ? [text] : [text, { name: `s${n++}`, text }];
+    for (const q of queries) await c.query(q).catch(() => undefined);
+  }
+  await c.end();
+  for (let i = 0; i < 200 && !d.audit().some((e) => e.type === 'session_end'); i++) await new Promise((r) => setTimeout(r, 10));
+  return { d, events: d.audit() };
+}
+
+// A rule whose message a denied statement carries.
+const NO_UPPER = 'default: allow\nrules:\n  - { id: no-upper, match: { statement: { functions: [upper] } }, action: deny, message: no upper here }\n';
+
+describe('a value given to a setting named like a credential', () => {
+  // SET and ALTER ... SET, set_config with an expression for a value, texts that do not
+  // parse (whose parse error quotes the text), one that a policy rule denies: none may
+  // leave `hunter2`, or a part of it, anywhere in the audit file.
+  const TEXTS = [
+    "SELECT pg_catalog.set_config('app.password', 'hun' || 'ter2', false)",
+    "SELECT set_config(new_value => md5('hunter2'), setting_name => 'App.Api_Token', is_local => true)",
+    'SET app.password = hunter2',
+    'SET LOCAL app.password TO "hunter2"',
+    'ALTER ROLE dbward_no_such_role SET app.password = hunter2',
+    'ALTER DATABASE dbward_no_such_db SET "App.PassWord" TO "hunter2"',
+    // ALTER SYSTEM refuses to run in a transaction block, before it writes anything.
+    'BEGIN',
+    'ALTER SYSTEM SET app.password = hunter2',
+    'ROLLBACK',
+    "SELECT set_config('app.password', hunter2",
+    "SELECT set_config('app.password', 'hun' || 'ter2' oops",
+    'SELECT set_config($1, hun ter2)',
+    "SELECT set_config('app.password', upper('hunter2'), false)",
+  ];
+  let d: TestDaemon;
+  let events: Event[];
+  beforeAll(async () => {
+    ({ d, events } = await runBoth(NO_UPPER, TEXTS));
+  });
+  afterAll(async () => d?.stop());
+
+  it('leaves no trace of the value anywhere in the audit file', () => {
+    expect(events.filter((e) => e.type === 'statement').length).toBeGreaterThanOrEqual(TEXTS.length);
+    const trail = fs.readFileSync(d.auditPath, 'utf8');
+    expect(trail).not.toContain('hunter2');
+    expect(trail).not.toMatch(/ter2/);
+  });
+
+  it('records a text that does not parse scrubbed, with its error and refusal scrubbed too', () => {
+    const broken = events.filter((e) => e.type === 'statement' && e.analysis_error !== undefined);
+    expect(broken.map((e) => e.statement.text)).toEqual([
+      "SELECT set_config('***', ***", "SELECT set_config('***', ***",
+      "SELECT set_config('***', ***", "SELECT set_config('***', ***",
+      'SELECT set_config(***)', 'SELECT set_config(***)',
+    ]);
+    for (const e of broken) expect(e.decision.action).toBe('deny');
+    // The parser stops at `ter2`, which its error quotes; the text names no credential.
+    for (const e of broken.slice(4)) {
+      expect(e.analysis_error).toBe('syntax error at or near "***"');
+      expect(e.decision.message).toContain('syntax error at or near "***"');
+    }
+  });
+
+  it('records a statement a policy rule denies normalized, with the rule\'s message', () => {
+    const denied = events.filter((e) => e.type === 'statement' && e.decision.rules.includes('no-upper'));
+    expect(denied).toHaveLength(2);
+    for (const e of denied) expect(e).toMatchObject({ statement: { text: 'SELECT set_config($1, $2, $3)', redacted: true }, decision: { action: 'deny', message: 'no upper here' } });
+  });
+});
+
+describe('a set_config value written as a name', () => {
+  // PostgreSQL reads each value as a column (the statement then fails with 42703),
+  // normalization leaves it in place.
+  const TEXTS = [
+    "SELECT set_config('app.password', hunter2, false)",
+    'SELECT set_config(\'App.PassWord\', "hunter2", false)',
+    "SELECT set_config('app.password', t.hunter2, false) FROM (SELECT 1) t",
+    "SELECT set_config('app.password', upper(hunter2), false)",
+  ];
+  let d: TestDaemon;
+  let events: Event[];
+  beforeAll(async () => {
+    ({ d, events } = await runBoth(NO_UPPER, TEXTS));
+  });
+  afterAll(async () => d?.stop());
+
+  // Each event without the analyzer's facts, which still name the column (below).
+  const withoutFacts = (): string => JSON.stringify(events.map(({ facts: _facts, ...rest }) => rest));
+
+  it('records each normalized, and its failure on the server', () => {
+    const statements = events.filter((e) => e.type === 'statement');
+    expect(statements.map((e) => e.statement.text)).toEqual([
+      ...Array<string>(4).fill('SELECT set_config($1, $2, $3)'),
+      ...Array<string>(2).fill('SELECT set_config($1, $2, $3) FROM (SELECT $4) t'),
+      ...Array<string>(2).fill('SELECT set_config($1, $2, $3)'),
+    ]);
+    const first = events.find((e) => e.type === 'statement_outcome' && e.statement_id === statements[0]!.id);
+    expect(first?.outcome.sqlstate).toBe('42703');
+    expect(statements[6]!.decision).toMatchObject({ action: 'deny', message: 'no upper here' });
+  });
+
+  it('keeps the value out of every statement text, error and decision message', () => {
+    expect(withoutFacts()).not.toContain('hunter2');
+  });
+
+  it('keeps the value out of the facts and the fingerprint too', () => {
+    expect(fs.readFileSync(d.auditPath, 'utf8')).not.toContain('hunter2');
+    const statements = events.filter((e) => e.type === 'statement');
+    // The facts' names may spell the value, and a fingerprint hashes them: ['***'] for each list that held any, and none.
+    for (const e of statements) {
+      expect(e.statement.fingerprint).toBeUndefined();
+      expect(e.facts[0].columns).toEqual(['***']);
+      expect(e.facts[0].kinds).toEqual(['select']);
+    }
+  });
+});
+
+describe('a set_config whose setting is named by an expression', () => {
+  // Any setting, a credential among them: recorded normalized.
+  const TEXTS = [
+    "SELECT set_config('app.' || 'password', 'hunter2', false)",
+    "SELECT set_config(lower('APP.PASSWORD'), 'hunter2', false)",
+  ];
+  let d: TestDaemon;
+  let events: Event[];
+  beforeAll(async () => {
+    ({ d, events } = await runBoth('default: allow\n', TEXTS));
+  });
+  afterAll(async () => d?.stop());
+
+  it('records each normalized, with its facts', () => {
+    expect(fs.readFileSync(d.auditPath, 'utf8')).not.toContain('hunter2');
+    const statements = events.filter((e) => e.type === 'statement');
+    expect(statements.map((e) => e.statement.text)).toEqual([
+      'SELECT set_config($1 || $2, $3, $4)', 'SELECT set_config($1 || $2, $3, $4)',
+      'SELECT set_config(lower($1), $2, $3)', 'SELECT set_config(lower($1), $2, $3)',
+    ]);
+    expect(statements[2]!.facts[0].functions).toEqual(['set_config', 'lower']);
+  });
+});

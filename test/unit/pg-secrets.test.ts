@@ -329,3 +329,148 @@ describe('a text that does not parse', () => {
     expect(scrubMessage(undefined as unknown as string, 'near "hunter2"')).toBe('near "***"');
   });
 });
+
+// A value given to a setting named like a credential, in every form PostgreSQL
+// accepts: libpg_query's normalization replaces only constants, so a value written as
+// an identifier, a column, an expression or a call would stay in the normalized text.
+describe('the value of a credential-named setting', () => {
+  // set_config(name, value, is_local) with a value that is not a constant.
+  const SET_CONFIG: readonly string[] = [
+    "SELECT set_config('app.password', hunter2, false)",
+    "SELECT set_config('app.password', hunter2)",
+    "SELECT set_config('app.password', a.hunter2, false)",
+    'SELECT set_config(\'app.password\', "hunter2", false)',
+    "SELECT set_config('app.password', (hunter2), false)",
+    "SELECT set_config('app.password', hunter2 || 'x', false)",
+    "SELECT set_config('app.password', 'x' || hunter2, false)",
+    "SELECT set_config('app.password', 'hun' || 'ter2', false)",
+    "SELECT set_config('app.password', hunter2::text, false)",
+    "SELECT set_config('app.password', 'hunter2'::text, false)",
+    "SELECT set_config('app.password', CAST('hunter2' AS text), false)",
+    "SELECT set_config('app.password', md5('hunter2'), false)",
+    "SELECT set_config('app.password', hunter2(), false)",
+    "SELECT set_config('app.password', ARRAY[hunter2, 'x']::text, false)",
+    "SELECT set_config('app.password', (SELECT hunter2 FROM t), false)",
+    "SELECT set_config('app.password', /* why */ hunter2, false)",
+    "SELECT set_config('app.password', $$hunter2$$, false)",
+    "SELECT set_config('app.password', E'hunter2', false)",
+    // The setting's name in odd forms.
+    "SELECT set_config('App.PassWord', hunter2, false)",
+    "SELECT set_config(' app.pwd ', hunter2, false)",
+    "SELECT set_config(E'app.pass\\x77ord', hunter2, false)",
+    "SELECT set_config('app.api_token', hunter2, false)",
+    // The call in odd forms.
+    "SELECT pg_catalog.set_config('app.password', hunter2, false)",
+    'SELECT "set_config"(\'app.password\', hunter2, false)',
+    "SELECT SET_CONFIG /* why */ ('app.password', hunter2, false)",
+    "SELECT set_config(setting_name => 'app.password', new_value => hunter2, is_local => false)",
+    "SELECT set_config(new_value => hunter2, setting_name => 'app.password', is_local => false)",
+    "SELECT set_config('app.password', new_value => hunter2, is_local => false)",
+    "SELECT * FROM set_config('app.password', hunter2, false)",
+    "SELECT 1 FROM t WHERE set_config('app.password', hunter2, false) IS NOT NULL",
+    "SELECT set_config('app.password', hunter2, false); SELECT 1",
+    "SELECT 'é', set_config('app.password', hunter2, false)",
+    "PREPARE p AS SELECT set_config('app.password', hunter2, false)",
+    // One call names a credential; another's name cannot be read, so neither can its value be told safe.
+    "SELECT set_config('app.password', 'x', false), set_config($1, hunter2, false)",
+    "SELECT set_config('app.password', 'x', false), set_config('app.' || 'password', hunter2, false)",
+  ];
+  // SET and ALTER ... SET: values are always constants there (a bare word is a string).
+  const SET: readonly string[] = [
+    'SET app.password = hunter2',
+    'SET app.password TO "hunter2"',
+    'SET LOCAL app.password = hunter2',
+    'SET SESSION app.password TO hunter2',
+    'SET "App.PassWord" = hunter2',
+    'SET app."PassWord" TO $$hunter2$$',
+    "SET app.api_token = E'hunter2'",
+    'ALTER ROLE app SET app.password = hunter2',
+    'ALTER ROLE ALL SET app.password TO "hunter2"',
+    'ALTER ROLE app IN DATABASE db SET "App.PassWord" = hunter2',
+    'ALTER USER app SET app.api_token TO hunter2',
+    'ALTER DATABASE db SET app.password = "hunter2"',
+    'ALTER SYSTEM SET app.password = hunter2',
+    'ALTER SYSTEM SET app.password TO "hunter2"',
+    'CREATE FUNCTION f() RETURNS int LANGUAGE sql SET app.password = hunter2 AS $$SELECT 1$$',
+  ];
+
+  it.each([...SET_CONFIG, ...SET])('marks %s and records no trace of the value', (sql) => {
+    expect(facts(sql).some((s) => s.secret === true)).toBe(true);
+    const normalized = normalizePg(sql);
+    expect(normalized).not.toBeNull();
+    expect(normalized).not.toMatch(/hunter2|ter2/);
+    // Were the parser restarting, the text would be scrubbed as one that does not parse.
+    expect(scrubSecrets(sql)).not.toMatch(/hunter2|ter2/);
+  });
+
+  it.each([...SET_CONFIG, ...SET])('fingerprints %s without its value: a guess cannot be confirmed', (sql) => {
+    const fp = fingerprintPg(sql);
+    expect(fp).toMatch(/^[0-9a-f]{16}$/);
+    expect(fingerprintPg(sql.replaceAll('hunter2', 'guess77').replaceAll("'hun'", "'gue'"))).toBe(fp);
+  });
+
+  it('records no value of a SET that gives several', () => {
+    expect(normalizePg('SET app.password = hunter2, "hunter2", 12345678')).toBe('SET app.password = $1, $2, $3');
+  });
+
+  it('records a set_config value as one parameter, and keeps a parameter given as the value', () => {
+    expect(normalizePg("SELECT set_config('app.password', hunter2, false)")).toBe('SELECT set_config($1, $2, $3)');
+    expect(normalizePg("SELECT set_config('app.password', md5(hunter2 || 'x'), false) FROM t")).toBe('SELECT set_config($1, $2, $3) FROM t');
+    expect(normalizePg("SELECT set_config(new_value => hunter2, setting_name => 'App.PassWord', is_local => false)"))
+      .toBe('SELECT set_config(new_value => $1, setting_name => $2, is_local => $3)');
+    expect(normalizePg("SELECT set_config('app.password', $1, false)")).toBe('SELECT set_config($2, $1, $3)');
+  });
+
+  it('leaves the value of a setting that is no credential where normalization leaves it', () => {
+    expect(normalizePg("SELECT set_config('app.user', current_user, false)")).toBe('SELECT set_config($1, current_user, $2)');
+    expect(normalizePg("SELECT set_config('app.tenant', t.id::text, true) FROM t")).toBe('SELECT set_config($1, t.id::text, $2) FROM t');
+  });
+
+  // The same forms in text that does not parse: each value out of quotes up to the next , ) or ;.
+  it.each([
+    ["SELECT set_config('app.password', hunter2", "SELECT set_config('***', ***"],
+    ["SELECT set_config('app.password', hunter2, false", "SELECT set_config('***', ***, false"],
+    ['SELECT set_config(\'app.password\', "hunter2"', "SELECT set_config('***', ***"],
+    ["SELECT set_config('app.password', a.hunter2 oops", "SELECT set_config('***', ***"],
+    ["SELECT set_config('app.password', 'hunter2'::text oops", "SELECT set_config('***', ***"],
+    ["SELECT set_config('app.password', 'hun' || 'ter2' oops", "SELECT set_config('***', ***"],
+    ["SELECT set_config('app.password', md5('hunter2') oops", "SELECT set_config('***', ***"],
+    ["SELECT set_config('app.password', ARRAY['hun', 'ter2'] oops", "SELECT set_config('***', ***"],
+    ["SELECT set_config('app.password', 'hun'ter2', false)", "SELECT set_config('***', ***"],
+    ["SELECT set_config('app.password', $$hunter2", "SELECT set_config('***', '***'"],
+    ["SELECT set_config('app.password', E'hunter2", "SELECT set_config('***', '***'"],
+    ["SELECT set_config('App.PassWord', hunter2", "SELECT set_config('***', ***"],
+    ["SELECT set_config(' app.pwd ', hunter2", "SELECT set_config(' app.pwd ', ***"],
+    ["SELECT set_config('app.api_token', 'hunter2' oops", "SELECT set_config('app.api_token', '***' oops"],
+    ["SELECT pg_catalog.set_config('app.password', hunter2 oops", "SELECT pg_catalog.set_config('***', ***"],
+    ['SELECT "set_config"(\'app.password\', hunter2 oops', 'SELECT "set_config"(\'***\', ***'],
+    ["SELECT set_config /* why */ ('app.password', hunter2 oops", "SELECT set_config /* why */ ('***', ***"],
+    // A name that is not one plain literal: nothing of the call can be told safe.
+    ["SELECT set_config($1, 'hunter2'", 'SELECT set_config(***'],
+    ["SELECT set_config(lower('APP.PASSWORD'), 'hunter2' oops", 'SELECT set_config(***'],
+    ["SELECT set_config('app.' || 'password', hunter2 oops", 'SELECT set_config(***'],
+    ["SELECT set_config(E'app.pass\\x77ord', hunter2 oops", 'SELECT set_config(***'],
+    ["SELECT set_config(new_value => hunter2, setting_name => 'app.password'", 'SELECT set_config(***'],
+    ["SELECT set_config($1, hunter2) FRM t; SELECT 'a'", "SELECT set_config(***) FRM t; SELECT 'a'"],
+    // SET with a value that is no constant.
+    ["SET app.password = 'x' || hunter2 oops", 'SET app.password = ***'],
+    ["SET app.password TO 'hun'ter2' oops", 'SET app.password TO ***'],
+    ["ALTER ROLE app SET app.password = 'hun' || 'ter2' oops", 'ALTER ROLE app SET app.password = ***'],
+  ])('scrubs %s', (sql, want) => {
+    expect(analyzePg(sql, DEFAULT_CTX).ok).toBe(false);
+    expect(scrubSecrets(sql)).toBe(want);
+  });
+
+  it('leaves a set_config of a setting that is no credential as written', () => {
+    for (const sql of ["SELECT set_config('app.user', 'x', false) FRM t", "SELECT set_config('search_path', a || b) FRM t"]) {
+      expect(scrubSecrets(sql)).toBe(sql);
+    }
+  });
+
+  it('drops what the parser error quotes of a set_config, whose setting the text may not name', () => {
+    for (const sql of ['SELECT set_config($1, hun ter2)', "SELECT set_config(lower('X'), 'hun' ter2)"]) {
+      const a = analyzePg(sql, DEFAULT_CTX);
+      expect(a.ok ? null : scrubMessage(sql, a.error), sql).toBe('syntax error at or near "***"');
+    }
+  });
+});

@@ -40,6 +40,8 @@ export class FactsBuilder {
   values: string[] | undefined;
   /** The statement's text carries a credential. */
   secret = false;
+  /** ...given by an expression normalization leaves in place: the names in the facts may spell it. */
+  secretNames = false;
   /** Open taps: each also receives every column recorded (what an output column is computed from). */
   private readonly taps: Sources[] = [];
 
@@ -116,6 +118,7 @@ export class FactsBuilder {
     for (const op of f.operators ?? []) this.op(op);
     for (const fl of f.flags) this.flag(fl);
     if (f.secret) this.secret = true;
+    if (f.secretNames) this.secretNames = true;
   }
 
   /** The collected facts, for the statement text `text`. */
@@ -135,6 +138,7 @@ export class FactsBuilder {
     if (this.setting !== undefined) facts.setting = this.setting;
     if (this.values !== undefined) facts.values = this.values;
     if (this.secret) facts.secret = true;
+    if (this.secretNames) facts.secretNames = true;
     return facts;
   }
 }

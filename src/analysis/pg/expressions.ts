@@ -50,7 +50,14 @@ function setConfig(w: Walker, args: unknown): void {
     }
   }
   const name = constString(setting)?.toLowerCase() ?? null;
-  if (name !== null && credentialName(name)) w.b.secret = true;
+  // A setting named by an expression may be any setting, a credential among them.
+  if (name === null || credentialName(name)) {
+    w.b.secret = true;
+    // Normalization replaces constants and parameters; a value given as a name or an expression stays.
+    if (list.some((a) => { const v = unwrap(a, 'NamedArgExpr')?.arg ?? a; return v !== setting && !unwrap(v, 'A_Const') && !unwrap(v, 'ParamRef'); })) {
+      w.b.secretNames = true;
+    }
+  }
   if (name === null || ROLE_SETTINGS.has(name)) w.b.flag('role_change');
   if (name === null || name === 'search_path') w.b.flag('search_path_change');
   if (readingHazard(name, constString(list[1]) ?? null)) w.b.flag('parse_hazard');
